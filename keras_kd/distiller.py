@@ -1,0 +1,571 @@
+"""The `Distiller`: a `keras.Model` that trains a student from a teacher."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence, Union
+
+import keras
+import tensorflow as tf
+from keras import ops
+from keras.src.saving import serialization_lib
+
+from keras_kd import losses
+from keras_kd import terms as terms_lib
+
+#: Key under which a dataset can supply precomputed teacher logits:
+#: batches of `({"inputs": x, TEACHER_LOGITS_KEY: logits}, y)` train without
+#: running the teacher (see `keras_kd.cache_teacher_outputs`).
+TEACHER_LOGITS_KEY = "teacher_logits"
+INPUTS_KEY = "inputs"
+
+#: Sparse label that marks an unlabeled example (scikit-learn's convention).
+#: One-hot rows of all zeros mean the same.
+UNLABELED = -1
+
+TEACHER_OUTPUTS = ("logits", "probabilities")
+
+
+def _check_keras_model(model, argument: str) -> None:
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`{argument}` must be a `keras.Model` instance. "
+            f"Received: {argument}={model!r} of type {type(model).__name__}."
+        )
+
+
+def _ends_in_softmax(model: keras.Model) -> bool:
+    """True when the model's last layer applies a softmax."""
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return False
+    last = layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return activation is keras.activations.softmax or getattr(
+        activation, "__name__", None
+    ) == "softmax"
+
+
+def _output_classes(model: keras.Model) -> Optional[int]:
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if isinstance(shape, list):
+        return None
+    return shape[-1] if shape else None
+
+
+def _replica_sum(values):
+    """Sums `values` over replicas; identity outside a multi-replica step."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class Distiller(keras.Model):
+    """Trains a student model from one or several frozen teachers.
+
+    The training loss is a weighted sum of distillation terms. `compile()`
+    builds the classic pair: the student's own loss on the true labels with
+    weight `alpha`, and Hinton's soft-target loss
+    `T**2 * KL(softmax(t/T) || softmax(s/T))` with weight `1 - alpha`. More
+    terms (hints, attention transfer, ...) go in `distillation_terms`.
+
+    Every term is averaged over the *global* batch, so training gives the
+    same result on one device and under any `tf.distribute` strategy. Calling
+    the distiller, `predict` and `evaluate` use the student alone at `T = 1`;
+    `evaluate` reports the student's own loss.
+
+    Args:
+        student: The `keras.Model` to train. It must output logits.
+        teacher: A trained `keras.Model`, a list of them (their soft targets
+            are averaged), or `None` when every batch brings precomputed
+            teacher logits under `inputs[TEACHER_LOGITS_KEY]`.
+        teacher_weights: One weight per teacher. Defaults to equal weights.
+        teacher_outputs: `"logits"` (default) or `"probabilities"` for
+            teachers whose last layer is a softmax.
+        name: The model's name.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> distiller = Distiller(student=student, teacher=teacher)
+    >>> distiller.compile(optimizer="adam", metrics=["accuracy"],
+    ...                   alpha=0.1, temperature=4.0)
+    >>> x = np.random.rand(32, 4).astype("float32")
+    >>> y = np.random.randint(0, 3, size=32)
+    >>> history = distiller.fit(x, y, epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['accuracy', 'distillation_loss', 'loss', 'student_loss']
+    """
+
+    def __init__(
+        self,
+        student: keras.Model,
+        teacher: Union[keras.Model, Sequence[keras.Model], None] = None,
+        teacher_weights: Optional[Sequence[float]] = None,
+        teacher_outputs: str = "logits",
+        name: str = "distiller",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        _check_keras_model(student, "student")
+        if teacher is None:
+            teachers = []
+        elif isinstance(teacher, (list, tuple)):
+            teachers = list(teacher)
+            if not teachers:
+                raise ValueError(
+                    "`teacher` must be a model, a non-empty list of models or "
+                    "None. Received: teacher=[]."
+                )
+        else:
+            teachers = [teacher]
+        for index, model in enumerate(teachers):
+            _check_keras_model(model, "teacher" if len(teachers) == 1 else f"teacher[{index}]")
+        if teacher_outputs not in TEACHER_OUTPUTS:
+            raise ValueError(
+                f"`teacher_outputs` must be one of {TEACHER_OUTPUTS}. "
+                f"Received: teacher_outputs={teacher_outputs!r}."
+            )
+        if _ends_in_softmax(student):
+            raise ValueError(
+                f"`student` ({student.name!r}) ends in a softmax, but the "
+                "distiller needs the student's logits to apply a temperature. "
+                "Remove the final softmax (use `activation=None`); "
+                "`predict` then returns logits and `keras.ops.softmax` turns "
+                "them into probabilities."
+            )
+        if teacher_outputs == "logits":
+            for model in teachers:
+                if _ends_in_softmax(model):
+                    raise ValueError(
+                        f"`teacher` ({model.name!r}) ends in a softmax, but "
+                        "teacher_outputs='logits' expects logits. Pass "
+                        "`teacher_outputs='probabilities'` to declare it, or "
+                        "remove the teacher's final softmax."
+                    )
+        student_classes = _output_classes(student)
+        if student_classes is not None and student_classes < 2:
+            raise ValueError(
+                "The student must output one logit per class, at least 2. "
+                f"Received: student output shape {student.output_shape}. "
+                "For a binary task use 2 logits."
+            )
+        for model in teachers:
+            teacher_classes = _output_classes(model)
+            if None not in (student_classes, teacher_classes) and (
+                student_classes != teacher_classes
+            ):
+                raise ValueError(
+                    "`teacher` and `student` must output the same number of "
+                    f"classes. Received: teacher {model.name!r} outputs "
+                    f"{teacher_classes}, student {student.name!r} outputs "
+                    f"{student_classes}."
+                )
+        self.teacher_weights = losses.normalize_teacher_weights(
+            teacher_weights, max(len(teachers), 1)
+        ) if teachers else None
+        self.teacher_outputs = teacher_outputs
+        for model in teachers:
+            # Freezing also keeps BatchNormalization in inference mode.
+            model.trainable = False
+        self.student = student
+        self.teachers = teachers
+        self.terms = []
+        self._term_trackers = []
+        # The distiller owns no weights of its own: it is built when its
+        # models are (always, for models made with `keras.Input`).
+        if all(model.built for model in (student, *teachers)):
+            self.built = True
+
+    def build(self, input_shape=None) -> None:
+        """Builds the student (and teachers) for inputs of `input_shape`."""
+        if isinstance(input_shape, dict) and TEACHER_LOGITS_KEY in input_shape:
+            input_shape = input_shape.get(INPUTS_KEY)
+        for model in (self.student, *self.teachers):
+            if not model.built and input_shape is not None:
+                model.build(input_shape)
+        self.built = True
+
+    @property
+    def teacher(self):
+        """The teacher, the list of teachers, or `None`."""
+        if not self.teachers:
+            return None
+        return self.teachers[0] if len(self.teachers) == 1 else list(self.teachers)
+
+    def call(self, inputs, training: bool = False):
+        student_inputs, _ = self._split_inputs(inputs)
+        return self.student(student_inputs, training=training)
+
+    # ------------------------------------------------------------------ compile
+
+    def compile(
+        self,
+        optimizer="adam",
+        metrics=None,
+        student_loss_fn=None,
+        distillation_loss_fn=None,
+        alpha: float = 0.1,
+        temperature: float = 4.0,
+        distillation_terms: Optional[Sequence[terms_lib.DistillationTerm]] = None,
+        teacher_reduction: str = "mean_probabilities",
+        weighted_metrics=None,
+        run_eagerly: bool = False,
+        steps_per_execution: int = 1,
+        jit_compile="auto",
+        auto_scale_loss: bool = True,
+    ) -> None:
+        """Configures the distillation loss and the optimizer.
+
+        The loss is `alpha * student_loss + (1 - alpha) * distillation_loss`
+        plus `sum(term.loss_weight * term)` for each extra term.
+
+        Args:
+            optimizer: Optimizer name or instance. Defaults to `"adam"`.
+            metrics: Metrics computed on the student's logits and the labels.
+            student_loss_fn: Loss on the true labels. `None` (default) uses
+                sparse or one-hot categorical cross-entropy from logits.
+            distillation_loss_fn: `None` (default) computes the KL divergence
+                from logits in float32. A loss on probabilities (e.g.
+                `keras.losses.KLDivergence()`) is called as in the keras.io
+                example: `fn(softmax(t/T), softmax(s/T)) * T**2`.
+            alpha: Weight of the student loss, in `[0, 1]`. Defaults to `0.1`.
+            temperature: Softmax temperature `T > 0`. Defaults to `4.0`.
+            distillation_terms: Extra `DistillationTerm`s, with their own
+                weights, added to the two above.
+            teacher_reduction: How several teachers are combined:
+                `"mean_probabilities"` (default) or `"mean_kl"`.
+            weighted_metrics, run_eagerly, steps_per_execution, jit_compile,
+            auto_scale_loss: As in `keras.Model.compile`.
+        """
+        alpha_value = terms_lib._validate_loss_weight(alpha, "alpha")
+        if alpha_value > 1.0:
+            raise ValueError(
+                f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}."
+            )
+        temperature = losses.validate_temperature(temperature)
+        extra_terms = list(distillation_terms or [])
+        for index, term in enumerate(extra_terms):
+            if not isinstance(term, terms_lib.DistillationTerm):
+                raise TypeError(
+                    "`distillation_terms` must hold `DistillationTerm` "
+                    f"instances. Received: distillation_terms[{index}]="
+                    f"{term!r} of type {type(term).__name__}."
+                )
+        super().compile(
+            optimizer=optimizer,
+            metrics=metrics,
+            weighted_metrics=weighted_metrics,
+            run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+            auto_scale_loss=auto_scale_loss,
+        )
+        # clear() untracks the terms of an earlier compile, so that saving
+        # and `trainable_weights` only see the current ones.
+        self.terms.clear()
+        self.terms.extend([
+            terms_lib.HardLabelLoss(
+                student_loss_fn, loss_weight=alpha_value, name="student_loss"
+            ),
+            terms_lib.HintonKD(
+                temperature=temperature,
+                loss_fn=distillation_loss_fn,
+                teacher_weights=self.teacher_weights,
+                teacher_reduction=teacher_reduction,
+                loss_weight=1.0 - alpha_value,
+                name="distillation_loss",
+            ),
+            *extra_terms,
+        ])
+        names = [term.name for term in self.terms]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                "Every distillation term needs a unique name; "
+                f"{duplicates} is used more than once. Received term names: "
+                f"{names}. ('student_loss' and 'distillation_loss' are "
+                "taken by the terms `compile` builds.)"
+            )
+        self._term_trackers.clear()
+        self._term_trackers.extend(keras.metrics.Mean(name=name) for name in names)
+        self._compile_config = serialization_lib.SerializableDict(
+            optimizer=self.optimizer,
+            metrics=metrics,
+            student_loss_fn=student_loss_fn,
+            distillation_loss_fn=distillation_loss_fn,
+            alpha=alpha_value,
+            temperature=temperature,
+            distillation_terms=extra_terms,
+            teacher_reduction=teacher_reduction,
+            weighted_metrics=weighted_metrics,
+            run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution,
+            jit_compile=self.jit_compile,
+        )
+
+    @property
+    def alpha(self) -> float:
+        """Weight of the student loss; `1 - alpha` weighs the soft targets."""
+        return float(ops.convert_to_numpy(self._require_compiled().terms[0].loss_weight))
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        value = terms_lib._validate_loss_weight(value, "alpha")
+        if value > 1.0:
+            raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={value!r}.")
+        self._require_compiled()
+        self.terms[0].loss_weight = value
+        self.terms[1].loss_weight = 1.0 - value
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature of the soft-target term."""
+        return float(ops.convert_to_numpy(self._require_compiled().terms[1].temperature))
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._require_compiled()
+        self.terms[1].temperature = value
+
+    def _require_compiled(self) -> "Distiller":
+        if not self.terms:
+            raise RuntimeError(
+                "The distiller must be compiled first: call `distiller.compile(...)`."
+            )
+        return self
+
+    # ----------------------------------------------------------------- the step
+
+    def _split_inputs(self, inputs):
+        """Separates student inputs from precomputed teacher logits."""
+        if isinstance(inputs, dict) and TEACHER_LOGITS_KEY in inputs:
+            if INPUTS_KEY not in inputs:
+                raise ValueError(
+                    f"Inputs that carry '{TEACHER_LOGITS_KEY}' must put the "
+                    f"student's inputs under '{INPUTS_KEY}'. Received keys: "
+                    f"{sorted(inputs)}."
+                )
+            return inputs[INPUTS_KEY], inputs[TEACHER_LOGITS_KEY]
+        return inputs, None
+
+    def _teacher_logits(self, student_inputs, cached_logits) -> list:
+        """The teachers' logits for this batch, as a list of float32 tensors."""
+        if cached_logits is not None:
+            outputs = cached_logits if isinstance(cached_logits, (list, tuple)) else [cached_logits]
+        elif self.teachers:
+            outputs = [teacher(student_inputs, training=False) for teacher in self.teachers]
+        else:
+            raise ValueError(
+                "This distiller has no teacher (teacher=None), so every "
+                f"training batch must bring teacher logits as "
+                f"`{{'{INPUTS_KEY}': x, '{TEACHER_LOGITS_KEY}': logits}}`; "
+                "see `keras_kd.cache_teacher_outputs`."
+            )
+        outputs = [ops.cast(ops.stop_gradient(o), "float32") for o in outputs]
+        if self.teacher_outputs == "probabilities":
+            # log-probabilities are valid logits: softmax(log p) == p.
+            outputs = [ops.log(ops.maximum(o, 1e-30)) for o in outputs]
+        return outputs
+
+    def _check_shapes(self, student_logits, teacher_logits: list) -> None:
+        classes = student_logits.shape[-1]
+        for index, logits in enumerate(teacher_logits):
+            if logits.shape[-1] is not None and classes is not None and logits.shape[-1] != classes:
+                raise ValueError(
+                    "`teacher` and `student` must output the same number of "
+                    f"classes. Received: teacher output {index} has "
+                    f"{logits.shape[-1]} classes, the student has {classes}."
+                )
+
+    def _prepare_labels(self, labels, student_logits):
+        """Returns `(labels, mask)`: labels safe to index with, and a float
+        mask of the labeled examples. Checks that sparse labels are in range.
+        """
+        if labels is None:
+            return None, None
+        if terms_lib.is_one_hot(labels, student_logits):
+            labeled = ops.sum(ops.abs(ops.cast(labels, "float32")), axis=-1) > 0
+            return labels, ops.cast(labeled, "float32")
+        classes = student_logits.shape[-1]
+        if not labels.dtype.is_integer:
+            labels = ops.cast(labels, "int32")
+        checks = [
+            tf.debugging.assert_less(
+                labels,
+                ops.cast(classes, labels.dtype),
+                message=f"Labels must be class indices in [0, {classes}) "
+                f"(or {UNLABELED} for unlabeled examples); found a label "
+                f">= {classes}. `y` does not match the student's {classes} "
+                "outputs.",
+            ),
+            tf.debugging.assert_greater_equal(
+                labels,
+                ops.cast(UNLABELED, labels.dtype),
+                message=f"Labels must be class indices in [0, {classes}) or "
+                f"{UNLABELED} for unlabeled examples; found a label < "
+                f"{UNLABELED}.",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            labeled = ops.reshape(labels >= 0, (-1,))
+            # Unlabeled rows get class 0; their weight is 0.
+            safe_labels = ops.maximum(labels, ops.zeros_like(labels))
+        return safe_labels, ops.cast(labeled, "float32")
+
+    def _compute_terms(
+        self, terms, student_logits, teacher_logits, labels, label_mask, sample_weight
+    ):
+        """Averages each term over the *global* batch and adds them up.
+
+        Returns `(loss_share, total, term_means)`. `loss_share` is this
+        replica's share of the total loss: summed over replicas it is the
+        global mean, so gradients are exact under any strategy, whatever the
+        split. `total` and `term_means` are global values, for logging.
+        Terms that need labels are averaged over the labeled examples only.
+        """
+        batch_size = ops.cast(ops.shape(student_logits)[0], "float32")
+        example_weight = ops.ones_like(student_logits[:, 0], dtype="float32")
+        if sample_weight is not None:
+            example_weight = example_weight * ops.reshape(
+                ops.cast(sample_weight, "float32"), (-1,)
+            )
+        active_terms, sums, counts = [], [], []
+        for term in terms:
+            if term.requires_labels and labels is None:
+                continue
+            per_example = term(
+                student_logits,
+                teacher_logits,
+                labels=labels if term.requires_labels else None,
+            )
+            weight, count = example_weight, batch_size
+            if term.requires_labels:
+                weight, count = weight * label_mask, ops.sum(label_mask)
+            active_terms.append(term)
+            sums.append(ops.sum(ops.cast(per_example, "float32") * weight))
+            counts.append(count)
+        if not active_terms:
+            zero = ops.zeros((), "float32")
+            return zero, zero, {}
+        local_sums, local_counts = ops.stack(sums), ops.stack(counts)
+        reduced = _replica_sum(
+            ops.concatenate([local_counts, ops.stop_gradient(local_sums)])
+        )
+        global_counts = reduced[: len(active_terms)]
+        global_sums = reduced[len(active_terms) :]
+        shares = ops.divide_no_nan(local_sums, global_counts)
+        means = ops.divide_no_nan(global_sums, global_counts)
+        weights = ops.stack([term.loss_weight.value for term in active_terms])
+        term_means = {term.name: means[i] for i, term in enumerate(active_terms)}
+        return ops.sum(weights * shares), ops.sum(weights * means), term_means
+
+    def _add_regularization(self, loss_share, total):
+        """Adds layer losses (regularizers, `add_loss`), split over replicas."""
+        if not self.losses:
+            return loss_share, total
+        regularization = ops.sum([ops.cast(loss, "float32") for loss in self.losses])
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss_share + regularization / replicas, total + regularization
+
+    def train_step(self, data):
+        self._require_compiled()
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        student_inputs, cached_logits = self._split_inputs(x)
+        teacher_logits = self._teacher_logits(student_inputs, cached_logits)
+        with tf.GradientTape() as tape:
+            student_logits = self.student(student_inputs, training=True)
+            self._check_shapes(student_logits, teacher_logits)
+            labels, label_mask = self._prepare_labels(y, student_logits)
+            loss_share, total, term_means = self._compute_terms(
+                self.terms, student_logits, teacher_logits, labels, label_mask,
+                sample_weight,
+            )
+            loss_share, total = self._add_regularization(loss_share, total)
+            scaled_loss = self.optimizer.scale_loss(loss_share)
+        trainable_weights = self.trainable_weights
+        gradients = tape.gradient(scaled_loss, trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, trainable_weights))
+
+        batch_size = ops.shape(student_logits)[0]
+        self._loss_tracker.update_state(total, sample_weight=batch_size)
+        logs = {"loss": self._loss_tracker.result()}
+        for term, tracker in zip(self.terms, self._term_trackers):
+            if term.name in term_means:
+                tracker.update_state(term_means[term.name], sample_weight=batch_size)
+                logs[term.name] = tracker.result()
+        # An unlabeled batch logs no student loss and no metrics.
+        self._update_student_metrics(labels, label_mask, student_logits, sample_weight)
+        if labels is not None and self._compile_metrics is not None:
+            logs.update(self._compile_metrics.result())
+        return logs
+
+    def test_step(self, data):
+        self._require_compiled()
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        student_inputs, _ = self._split_inputs(x)
+        student_logits = self.student(student_inputs, training=False)
+        labels, label_mask = self._prepare_labels(y, student_logits)
+        # Evaluation is the student's own business: its loss at T = 1, no teacher.
+        hard_term = self.terms[0]
+        _, _, term_means = self._compute_terms(
+            [hard_term], student_logits, [], labels, label_mask, sample_weight
+        )
+        logs = {}
+        if labels is not None:
+            self._loss_tracker.update_state(
+                term_means[hard_term.name], sample_weight=ops.shape(student_logits)[0]
+            )
+            logs["loss"] = self._loss_tracker.result()
+            self._update_student_metrics(labels, label_mask, student_logits, sample_weight)
+        if self._compile_metrics is not None:
+            logs.update(self._compile_metrics.result())
+        return logs
+
+    def _update_student_metrics(self, labels, label_mask, student_logits, sample_weight):
+        if labels is None or self._compile_metrics is None:
+            return
+        # Unlabeled rows take no part in the metrics.
+        weight = label_mask
+        if sample_weight is not None:
+            weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        self._compile_metrics.update_state(labels, student_logits, weight)
+
+    # ---------------------------------------------------------- serialization
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "student": keras.saving.serialize_keras_object(self.student),
+            "teacher": [keras.saving.serialize_keras_object(t) for t in self.teachers],
+            "teacher_weights": self.teacher_weights,
+            "teacher_outputs": self.teacher_outputs,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        config = dict(config)
+        student = keras.saving.deserialize_keras_object(
+            config.pop("student"), custom_objects=custom_objects
+        )
+        teachers = [
+            keras.saving.deserialize_keras_object(t, custom_objects=custom_objects)
+            for t in config.pop("teacher")
+        ]
+        teacher = None if not teachers else (teachers[0] if len(teachers) == 1 else teachers)
+        return cls(student=student, teacher=teacher, **config)
+
+    def compile_from_config(self, config: dict) -> None:
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)

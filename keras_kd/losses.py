@@ -1,0 +1,283 @@
+"""Distillation losses: pure functions on logits plus thin Keras loss classes.
+
+Every function here works on *logits* and computes in float32 whatever the
+dtype of its inputs, so it is safe under mixed precision: tempered
+probabilities are formed with `log_softmax`, never with `log(softmax(.))`,
+so there is no `log(0)` and no overflow at any temperature.
+
+The functions return one value per example; the Keras loss classes add the
+usual reduction, `name` and `get_config`, exactly like `keras.losses`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import keras
+from keras import ops
+
+TensorLike = object
+"""Anything `keras.ops.convert_to_tensor` accepts."""
+
+TEACHER_REDUCTIONS = ("mean_probabilities", "mean_kl")
+
+
+def validate_temperature(temperature: float, argument: str = "temperature") -> float:
+    """Returns `temperature` as a float, or raises if it is not usable.
+
+    A temperature must be a finite number greater than zero.
+    """
+    try:
+        if isinstance(temperature, (bool, str)):
+            raise TypeError
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{argument}` must be a positive finite number. "
+            f"Received: {argument}={temperature!r} "
+            f"of type {type(temperature).__name__}."
+        ) from None
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(
+            f"`{argument}` must be a positive finite number. "
+            f"Received: {argument}={temperature!r}."
+        )
+    return value
+
+
+def normalize_teacher_weights(
+    teacher_weights: Optional[Sequence[float]], num_teachers: int
+) -> list:
+    """Returns teacher weights as floats that sum to one.
+
+    `None` means equal weights. Raises a `ValueError` for a wrong length, a
+    negative or non-finite weight, or weights that do not sum to a positive
+    number.
+    """
+    if teacher_weights is None:
+        return [1.0 / num_teachers] * num_teachers
+    weights = [float(w) for w in teacher_weights]
+    if len(weights) != num_teachers:
+        raise ValueError(
+            "`teacher_weights` must have one weight per teacher. "
+            f"Received: teacher_weights={list(teacher_weights)} "
+            f"({len(weights)} weights) for {num_teachers} teachers."
+        )
+    if any(not math.isfinite(w) or w < 0.0 for w in weights):
+        raise ValueError(
+            "`teacher_weights` must be finite and non-negative. "
+            f"Received: teacher_weights={list(teacher_weights)}."
+        )
+    total = sum(weights)
+    if total <= 0.0:
+        raise ValueError(
+            "`teacher_weights` must sum to a positive number. "
+            f"Received: teacher_weights={list(teacher_weights)} "
+            f"(sum {total})."
+        )
+    return [w / total for w in weights]
+
+
+def _as_teacher_list(teacher_logits) -> list:
+    if isinstance(teacher_logits, (list, tuple)):
+        return list(teacher_logits)
+    return [teacher_logits]
+
+
+def tempered_log_softmax(logits: TensorLike, temperature: float = 1.0):
+    """`log(softmax(logits / temperature))`, computed in float32."""
+    logits = ops.cast(ops.convert_to_tensor(logits), "float32")
+    return ops.log_softmax(logits / temperature, axis=-1)
+
+
+def soft_targets_log_probabilities(
+    teacher_logits: Union[TensorLike, Sequence[TensorLike]],
+    temperature: float = 1.0,
+    teacher_weights: Optional[Sequence[float]] = None,
+):
+    """Log of the (weighted mean of the) teachers' tempered probabilities.
+
+    For one teacher this is `log_softmax(t / T)`. For several it is
+    `log(sum_i w_i * softmax(t_i / T))`, computed with `logsumexp` so that it
+    stays finite where one teacher is certain and another is not.
+
+    Args:
+        teacher_logits: A `(batch, classes)` tensor, or a list of them.
+        temperature: The softmax temperature `T`.
+        teacher_weights: One weight per teacher; `None` for equal weights.
+
+    Returns:
+        A float32 `(batch, classes)` tensor of log-probabilities.
+
+    Example:
+
+    >>> import numpy as np
+    >>> t = np.array([[2.0, 0.0, -1.0]])
+    >>> p = np.exp(soft_targets_log_probabilities([t, t], temperature=2.0))
+    >>> np.allclose(p.sum(), 1.0)
+    True
+    """
+    teachers = _as_teacher_list(teacher_logits)
+    weights = normalize_teacher_weights(teacher_weights, len(teachers))
+    log_probs = [tempered_log_softmax(t, temperature) for t in teachers]
+    if len(log_probs) == 1:
+        return log_probs[0]
+    # A teacher with weight zero contributes nothing; log(0) is left out
+    # rather than carried as -inf.
+    weighted = [lp + math.log(w) for lp, w in zip(log_probs, weights) if w > 0]
+    return ops.logsumexp(ops.stack(weighted, axis=0), axis=0)
+
+
+def kl_divergence_from_log_probabilities(
+    target_log_probabilities: TensorLike, predicted_log_probabilities: TensorLike
+):
+    """Per-example `KL(p || q) = sum p * (log p - log q)` over the last axis.
+
+    Terms where `p == 0` contribute exactly zero, whatever `q` is.
+    """
+    target_log_probabilities = ops.cast(target_log_probabilities, "float32")
+    predicted_log_probabilities = ops.cast(predicted_log_probabilities, "float32")
+    target = ops.exp(target_log_probabilities)
+    # where(p > 0, ...) keeps 0 * (-inf - x) from turning into NaN.
+    pointwise = ops.where(
+        target > 0.0,
+        target * (target_log_probabilities - predicted_log_probabilities),
+        ops.zeros_like(target),
+    )
+    return ops.sum(pointwise, axis=-1)
+
+
+def distillation_kl_divergence(
+    teacher_logits: Union[TensorLike, Sequence[TensorLike]],
+    student_logits: TensorLike,
+    temperature: float = 4.0,
+    teacher_weights: Optional[Sequence[float]] = None,
+    teacher_reduction: str = "mean_probabilities",
+):
+    """Hinton et al. (2015)'s soft-target loss, one value per example.
+
+    Formula (one teacher):
+
+    ```python
+    p = softmax(teacher_logits / T)
+    q = softmax(student_logits / T)
+    loss = T**2 * sum(p * (log(p) - log(q)), axis=-1)
+    ```
+
+    The `T**2` factor keeps the gradient's size independent of `T`: the
+    gradient with respect to the student logits is `T * (q - p)`.
+
+    With several teachers, `teacher_reduction="mean_probabilities"` (default)
+    takes `p` as the weighted mean of the teachers' tempered probabilities;
+    `"mean_kl"` takes the weighted mean of one KL term per teacher.
+
+    Args:
+        teacher_logits: `(batch, classes)` logits, or a list of them.
+        student_logits: `(batch, classes)` logits.
+        temperature: Softmax temperature `T > 0`.
+        teacher_weights: One weight per teacher; `None` for equal weights.
+        teacher_reduction: `"mean_probabilities"` or `"mean_kl"`.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> t = np.array([[3.0, 1.0, 0.0]], dtype="float32")
+    >>> float(distillation_kl_divergence(t, t, temperature=4.0)[0])
+    0.0
+    """
+    if teacher_reduction not in TEACHER_REDUCTIONS:
+        raise ValueError(
+            f"`teacher_reduction` must be one of {TEACHER_REDUCTIONS}. "
+            f"Received: teacher_reduction={teacher_reduction!r}."
+        )
+    student_log_probs = tempered_log_softmax(student_logits, temperature)
+    teachers = _as_teacher_list(teacher_logits)
+    if teacher_reduction == "mean_probabilities" or len(teachers) == 1:
+        target = soft_targets_log_probabilities(
+            teachers, temperature, teacher_weights
+        )
+        kl = kl_divergence_from_log_probabilities(target, student_log_probs)
+    else:
+        weights = normalize_teacher_weights(teacher_weights, len(teachers))
+        kl = sum(
+            w
+            * kl_divergence_from_log_probabilities(
+                tempered_log_softmax(t, temperature), student_log_probs
+            )
+            for t, w in zip(teachers, weights)
+        )
+    return kl * (temperature**2)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class DistillationKLDivergence(keras.losses.Loss):
+    """Hinton's soft-target loss as a Keras loss: `y_true` are teacher logits.
+
+    Computes `T**2 * KL(softmax(y_true / T) || softmax(y_pred / T))` from
+    logits in float32. Unlike `keras.losses.KLDivergence` on probabilities, it
+    never clips, so a confidently wrong student still gets a gradient.
+
+    Args:
+        temperature: Softmax temperature `T > 0`. Defaults to `4.0`.
+        reduction: As in `keras.losses.Loss`.
+        name: Optional name.
+        dtype: As in `keras.losses.Loss`; the math itself is always float32.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = DistillationKLDivergence(temperature=2.0)
+    >>> teacher = np.array([[2.0, 0.5, -1.0]], dtype="float32")
+    >>> float(loss(teacher, teacher))
+    0.0
+    """
+
+    def __init__(
+        self,
+        temperature: float = 4.0,
+        reduction: Optional[str] = "sum_over_batch_size",
+        name: str = "distillation_kl_divergence",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = validate_temperature(temperature)
+
+    def call(self, y_true, y_pred):
+        return distillation_kl_divergence(y_true, y_pred, self.temperature)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["temperature"] = self.temperature
+        return config
+
+
+def with_no_reduction(loss):
+    """Returns a copy of a Keras loss that returns one value per example.
+
+    Plain functions (e.g. `keras.losses.sparse_categorical_crossentropy`)
+    already do, and are returned unchanged.
+    """
+    if isinstance(loss, keras.losses.Loss):
+        if loss.reduction in (None, "none"):
+            return loss
+        config = loss.get_config()
+        config["reduction"] = None
+        try:
+            return loss.__class__.from_config(config)
+        except TypeError as error:
+            raise TypeError(
+                f"Cannot make a per-example copy of the loss {loss!r}: its "
+                "`from_config` does not accept `reduction`. Pass a loss "
+                "function that returns one value per example instead."
+            ) from error
+    if callable(loss):
+        return loss
+    raise TypeError(
+        "A loss must be a `keras.losses.Loss` instance or a callable "
+        f"`fn(y_true, y_pred)`. Received: {loss!r} of type "
+        f"{type(loss).__name__}."
+    )

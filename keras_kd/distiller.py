@@ -536,7 +536,12 @@ class Distiller(keras.Model):
         shares = ops.divide_no_nan(local_sums, global_counts)
         means = ops.divide_no_nan(global_sums, global_counts)
         weights = ops.stack([term.loss_weight.value for term in active_terms])
-        term_means = {term.name: means[i] for i, term in enumerate(active_terms)}
+        # Global values whose gradient is this replica's share, so that
+        # `term_losses` can be differentiated term by term.
+        differentiable_means = shares + ops.stop_gradient(means - shares)
+        term_means = {
+            term.name: differentiable_means[i] for i, term in enumerate(active_terms)
+        }
         return ops.sum(weights * shares), ops.sum(weights * means), term_means
 
     def _add_regularization(self, loss_share, total):

@@ -64,6 +64,9 @@ class TermScheduler(keras.callbacks.Callback):
     'temperature'
     """
 
+    #: Set by subclasses that always schedule the same attribute.
+    _FIXED_ATTRIBUTE = None
+
     def __init__(
         self,
         term: str,
@@ -72,6 +75,7 @@ class TermScheduler(keras.callbacks.Callback):
         verbose: int = 0,
     ):
         super().__init__()
+        attribute = self._FIXED_ATTRIBUTE or attribute
         if attribute not in ATTRIBUTES:
             raise ValueError(
                 f"`attribute` must be one of {ATTRIBUTES}. Received: attribute={attribute!r}."
@@ -108,12 +112,14 @@ class TermScheduler(keras.callbacks.Callback):
             logs[self.log_key] = _value(getattr(self._target(), self.attribute))
 
     def get_config(self) -> dict:
-        return {
+        config = {
             "term": self.term,
             "schedule": keras.saving.serialize_keras_object(self.schedule),
-            "attribute": self.attribute,
             "verbose": self.verbose,
         }
+        if self._FIXED_ATTRIBUTE is None:
+            config["attribute"] = self.attribute
+        return config
 
     @classmethod
     def from_config(cls, config: dict):
@@ -132,14 +138,10 @@ class TemperatureScheduler(TermScheduler):
     'distillation_loss_temperature'
     """
 
-    def __init__(self, schedule, term: str = "distillation_loss", verbose: int = 0, **kwargs):
-        kwargs.pop("attribute", None)
-        super().__init__(term, schedule, attribute="temperature", verbose=verbose)
+    _FIXED_ATTRIBUTE = "temperature"
 
-    def get_config(self) -> dict:
-        config = super().get_config()
-        del config["attribute"]
-        return config
+    def __init__(self, schedule, term: str = "distillation_loss", verbose: int = 0):
+        super().__init__(term, schedule, verbose=verbose)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -154,14 +156,10 @@ class LossWeightScheduler(TermScheduler):
     'dkd_loss_weight'
     """
 
-    def __init__(self, term: str, schedule, verbose: int = 0, **kwargs):
-        kwargs.pop("attribute", None)
-        super().__init__(term, schedule, attribute="loss_weight", verbose=verbose)
+    _FIXED_ATTRIBUTE = "loss_weight"
 
-    def get_config(self) -> dict:
-        config = super().get_config()
-        del config["attribute"]
-        return config
+    def __init__(self, term: str, schedule, verbose: int = 0):
+        super().__init__(term, schedule, verbose=verbose)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

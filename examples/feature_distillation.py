@@ -6,6 +6,7 @@ seed, data and budget) with each method, and prints the test accuracy.
     python examples/feature_distillation.py            # about 30 minutes on 2 CPU cores
     python examples/feature_distillation.py --quick    # a few minutes: small subset, 1 epoch
     python examples/feature_distillation.py --methods hint dkd
+    python examples/feature_distillation.py --train-size 10000 --epochs 4
 """
 
 import argparse
@@ -50,8 +51,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Tiny settings, for tests.")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None, help="Student epochs (default 8).")
+    parser.add_argument("--train-size", type=int, default=None, help="First N training images.")
+    parser.add_argument("--test-size", type=int, default=None, help="First N test images.")
     args = parser.parse_args()
     train_size, test_size, epochs = (1000, 300, 1) if args.quick else (None, None, 8)
+    train_size = args.train_size or train_size
+    test_size = args.test_size or test_size
+    epochs = args.epochs or epochs
 
     (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist()
     x_train, y_train = x_train[:train_size], y_train[:train_size]

@@ -38,7 +38,14 @@ _VERIFY_BATCH_SIZE = 256
 
 
 class ParityError(RuntimeError):
-    """The exported artifact does not compute what the Keras model does."""
+    """The exported artifact does not compute what the Keras model does.
+
+    `error.report` holds the `ParityReport`.
+    """
+
+    def __init__(self, message: str, report: Optional["ParityReport"] = None):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclasses.dataclass
@@ -645,7 +652,8 @@ def export(
             raise ParityError(
                 f"The exported {format} model (quantization={quantization!r}) "
                 f"does not match the Keras model, so '{path}' was not written.\n"
-                f"{parity}"
+                f"{parity}",
+                report=parity,
             )
         _replace(temporary, path)
         temporary = None

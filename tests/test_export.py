@@ -204,6 +204,18 @@ def test_bad_arguments(distiller, tmp_path, kwargs, message):
         keras_kd.export(distiller, tmp_path / "m.tflite", **kwargs)
 
 
+def test_model_ending_in_softmax(tmp_path):
+    inputs = keras.Input((6,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    with pytest.raises(ValueError, match=r"ends in a softmax.*outputs='logits'.*outputs='probabilities'"):
+        keras_kd.export(model, tmp_path / "m.tflite")
+    # Its probabilities are exported as they are, not put through a second softmax.
+    result = keras_kd.export(model, tmp_path / "m.tflite", outputs="probabilities", verbose=False)
+    x = np.random.default_rng(0).uniform(size=(16, 6)).astype("float32")
+    np.testing.assert_allclose(run_tflite(tmp_path / "m.tflite", x), model.predict(x, verbose=0), atol=1e-6)
+    assert result.input_name == "features"
+
+
 def test_model_that_was_never_built(tmp_path):
     model = keras.Sequential([keras.layers.Dense(4), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match=r"was never built.*build"):

@@ -552,9 +552,11 @@ def export(
 
     Example:
 
+    >>> import os, tempfile
     >>> from keras_kd import models
     >>> student = models.cnn_student()
-    >>> result = export(student, "/tmp/student.tflite", verbose=False)
+    >>> path = os.path.join(tempfile.mkdtemp(), "student.tflite")
+    >>> result = export(student, path, verbose=False)
     >>> result.parity.passed, result.input_name, result.output_name
     (True, 'image', 'logits')
     """

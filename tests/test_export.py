@@ -43,10 +43,17 @@ def distiller(data):
     return result
 
 
+@pytest.fixture(scope="module")
+def untrained_distiller():
+    """For argument checks, which fail before anything is converted."""
+    return keras_kd.Distiller(student=models.cnn_student(), teacher=models.mlp((8,)))
+
+
 def _student_logits(distiller, x):
     return keras.ops.convert_to_numpy(distiller.student.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 def test_saved_model_has_named_signature_dynamic_batch_and_student_only(distiller, data, tmp_path):
     _, (x_test, y_test) = data
     path = tmp_path / "student_savedmodel"
@@ -69,6 +76,7 @@ def test_saved_model_has_named_signature_dynamic_batch_and_student_only(distille
         np.testing.assert_allclose(got, expected[:batch], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "quantization, outputs",
     [(None, "probabilities"), ("float16", "logits"), ("dynamic", "probabilities"), ("int8", "logits")],
@@ -109,6 +117,7 @@ def test_tflite_export_matches_keras_within_bounds(distiller, data, tmp_path, qu
     assert result.parity.top1_agreement == pytest.approx(agreement)
 
 
+@pytest.mark.slow
 def test_quantized_files_are_smaller(distiller, data, tmp_path):
     (x_train, _), (x_test, _) = data
     sizes = {}
@@ -122,6 +131,7 @@ def test_quantized_files_are_smaller(distiller, data, tmp_path):
     assert sizes[None] > 1.7 * sizes["float16"] > 1.7 * 1.5 * sizes["int8"]
 
 
+@pytest.mark.slow
 def test_int8_io_runs_on_integer_tensors_like_an_app(distiller, data, tmp_path):
     (x_train, _), (x_test, _) = data
     path = tmp_path / "int8_io.tflite"
@@ -153,6 +163,7 @@ def test_plain_model_to_existing_saved_model_directory_is_replaced(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
+@pytest.mark.slow
 def test_broken_bound_raises_and_leaves_the_target_untouched(distiller, data, tmp_path):
     _, (x_test, _) = data
     path = tmp_path / "student.tflite"
@@ -168,23 +179,23 @@ def test_broken_bound_raises_and_leaves_the_target_untouched(distiller, data, tm
 # ------------------------------------------------------------------ bad input
 
 
-def test_representative_data_of_wrong_shape(distiller, tmp_path):
+def test_representative_data_of_wrong_shape(untrained_distiller, tmp_path):
     bad = np.zeros((10, 32, 32, 3), "float32")
     with pytest.raises(ValueError, match=r"representative_data.*\(batch, 28, 28, 1\).*\(10, 32, 32, 3\)"):
-        keras_kd.export(distiller, tmp_path / "m.tflite", quantization="int8", representative_data=bad)
+        keras_kd.export(untrained_distiller, tmp_path / "m.tflite", quantization="int8", representative_data=bad)
     assert not os.listdir(tmp_path)
 
 
-def test_representative_data_of_wrong_dtype(distiller, tmp_path):
+def test_representative_data_of_wrong_dtype(untrained_distiller, tmp_path):
     raw = np.zeros((10, 28, 28, 1), "uint8")
     with pytest.raises(ValueError, match=r"representative_data.*uint8.*float32.*/ 255"):
-        keras_kd.export(distiller, tmp_path / "m.tflite", quantization="int8", representative_data=raw)
+        keras_kd.export(untrained_distiller, tmp_path / "m.tflite", quantization="int8", representative_data=raw)
 
 
-def test_verification_dataset_of_wrong_shape(distiller, tmp_path):
+def test_verification_dataset_of_wrong_shape(untrained_distiller, tmp_path):
     dataset = tf.data.Dataset.from_tensor_slices(np.zeros((8, 28, 28, 3), "float32")).batch(4)
     with pytest.raises(ValueError, match=r"verification_data.*\(8, 28, 28, 3\)"):
-        keras_kd.export(distiller, tmp_path / "m.tflite", verification_data=dataset)
+        keras_kd.export(untrained_distiller, tmp_path / "m.tflite", verification_data=dataset)
 
 
 @pytest.mark.parametrize(
@@ -199,9 +210,9 @@ def test_verification_dataset_of_wrong_shape(distiller, tmp_path):
         ({"quantization": "dynamic"}, r"needs real inputs.*verification_data"),
     ],
 )
-def test_bad_arguments(distiller, tmp_path, kwargs, message):
+def test_bad_arguments(untrained_distiller, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        keras_kd.export(distiller, tmp_path / "m.tflite", **kwargs)
+        keras_kd.export(untrained_distiller, tmp_path / "m.tflite", **kwargs)
 
 
 def test_model_ending_in_softmax(tmp_path):
@@ -244,6 +255,7 @@ def test_path_of_the_wrong_kind(tmp_path):
 # ------------------------------------------------------------------------ CLI
 
 
+@pytest.mark.slow
 def test_cli_exports_a_saved_distiller(distiller, data, tmp_path, capsys):
     _, (x_test, y_test) = data
     model_path = tmp_path / "distiller.keras"
@@ -262,9 +274,9 @@ def test_cli_exports_a_saved_distiller(distiller, data, tmp_path, capsys):
     assert np.mean(exported.argmax(-1) == keras_predictions) >= 0.99
 
 
-def test_cli_reports_bad_representative_data(distiller, tmp_path, capsys):
+def test_cli_reports_bad_representative_data(untrained_distiller, tmp_path, capsys):
     model_path = tmp_path / "student.keras"
-    distiller.student.save(model_path)
+    untrained_distiller.student.save(model_path)
     np.save(tmp_path / "bad.npy", np.zeros((5, 28, 28, 1), "uint8"))
     code = cli_main([
         "export", str(model_path), str(tmp_path / "s.tflite"), "--quantization", "int8",

@@ -15,6 +15,7 @@ MODULES = [
     "keras_kd.features",
     "keras_kd.schedules",
     "keras_kd.callbacks",
+    "keras_kd.export",
 ]
 
 

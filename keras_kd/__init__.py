@@ -10,6 +10,8 @@ from keras_kd.distiller import Distiller
 from keras_kd.losses import DistillationKLDivergence
 from keras_kd.losses import distillation_kl_divergence
 from keras_kd.losses import soft_targets_log_probabilities
+from keras_kd.report import DistillationReport
+from keras_kd.report import report
 from keras_kd.terms import DistillationTerm
 from keras_kd.terms import HardLabelLoss
 from keras_kd.terms import HintonKD
@@ -19,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Distiller",
     "DistillationKLDivergence",
+    "DistillationReport",
     "DistillationTerm",
     "HardLabelLoss",
     "HintonKD",
@@ -26,5 +29,6 @@ __all__ = [
     "TEACHER_LOGITS_KEY",
     "UNLABELED",
     "distillation_kl_divergence",
+    "report",
     "soft_targets_log_probabilities",
 ]

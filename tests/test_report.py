@@ -25,8 +25,8 @@ def trained():
     """A small MLP teacher and a distilled MLP student on 3,000 images."""
     keras.utils.set_random_seed(7)
     (x, y), (x_test, y_test) = load_fashion_mnist()
-    x, y = x[:3000], y[:3000].astype("int32")
-    x_test, y_test = x_test[:1000], y_test[:1000].astype("int32")
+    x, y = x[:3000], y[:3000]
+    x_test, y_test = x_test[:1000], y_test[:1000]
     teacher = mlp((64,), name="teacher")
     teacher.compile(
         optimizer="adam",

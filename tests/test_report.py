@@ -126,6 +126,21 @@ def test_report_errors(trained):
         keras_kd.report(teacher, student, (x, y), history=[1, 2], output_dir=None)
     with pytest.raises(ValueError, match="batch_size=0"):
         keras_kd.report(teacher, student, (x, y), batch_size=0, output_dir=None)
+    with pytest.raises(ValueError, match="non-empty list"):
+        keras_kd.report([], student, (x, y), output_dir=None)
+    with pytest.raises(ValueError, match="`student` must be a single model"):
+        keras_kd.report(teacher, [student, student], (x, y), output_dir=None)
+    with pytest.raises(ValueError, match="same number of classes. Received 10 and 3"):
+        keras_kd.report(teacher, mlp((4,), num_classes=3), (x, y), output_dir=None)
+    with pytest.raises(ValueError, match="has no teacher"):
+        keras_kd.report(None, keras_kd.Distiller(student=student), (x, y), output_dir=None)
+
+    import tensorflow as tf
+
+    with pytest.raises(ValueError, match="must yield batches of `\\(x, y\\)`"):
+        keras_kd.report(teacher, student, tf.data.Dataset.from_tensor_slices(x).batch(10), output_dir=None)
+    with pytest.raises(ValueError, match="empty dataset"):
+        keras_kd.report(teacher, student, tf.data.Dataset.from_tensor_slices((x, y)).take(0).batch(10), output_dir=None)
 
 
 def test_cli_report_from_saved_models(trained, tmp_path, capsys):
@@ -171,3 +186,10 @@ def test_cli_report_errors(tmp_path, capsys):
         str(tmp_path / "m.keras"), "--data", "cifar10",
     ]) == 2
     assert "--data 'cifar10'" in capsys.readouterr().err
+    path = str(tmp_path / "m.keras")
+    assert cli.main(["report", "--distiller", path, "--teacher", path, "--data", "fashion_mnist"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert cli.main(["report", "--teacher", path, "--student", path, "--x", "a.npy"]) == 2
+    assert "both `--x X.npy` and `--y Y.npy`" in capsys.readouterr().err
+    assert cli.main(["report", "--teacher", path, "--student", path, "--data", "fashion_mnist", "--limit", "0"]) == 2
+    assert "--limit 0" in capsys.readouterr().err

@@ -328,7 +328,12 @@ def _plot_training_curves(history: Mapping[str, List[float]], path: Path) -> Non
             if key in history:
                 epochs = np.arange(1, len(history[key]) + 1)
                 axis.plot(epochs, history[key], style, marker="o", markersize=3, label=label)
-        axis.set_title(name)
+        title = name
+        if name == "loss" and "distillation_loss" in history and "val_loss" in history:
+            # A Distiller's training loss is the weighted sum of its terms;
+            # its validation loss is the student's own cross-entropy.
+            title = "loss (train: all terms; validation: student's own)"
+        axis.set_title(title, fontsize=10)
         axis.set_xlabel("Epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)

@@ -191,7 +191,8 @@ def _plot_per_class_accuracy(result: DistillationReport, path: Path) -> None:
     low = 100 * np.nanmin(np.concatenate([result.teacher_per_class_accuracy, result.student_per_class_accuracy]))
     axis.set_ylim(max(0.0, np.floor(low / 10) * 10 - 10), 100)
     axis.set_title(f"Per-class accuracy (agreement {_percent(result.agreement)})")
-    axis.legend(loc="lower right")
+    # Outside the axes: inside, it would hide bars near 100%.
+    axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axis.grid(axis="y", alpha=0.3)
     figure.savefig(path)
 

@@ -21,6 +21,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_kd.distiller import _ends_in_softmax  # one definition of "ends in a softmax"
+
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 OUTPUTS = ("logits", "probabilities")
@@ -38,7 +40,14 @@ _VERIFY_BATCH_SIZE = 256
 
 
 class ParityError(RuntimeError):
-    """The exported artifact does not compute what the Keras model does."""
+    """The exported artifact does not compute what the Keras model does.
+
+    `error.report` holds the `ParityReport`.
+    """
+
+    def __init__(self, message: str, report: Optional["ParityReport"] = None):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclasses.dataclass
@@ -218,7 +227,7 @@ def _as_inputs(data, argument: str, feature_shape, dtype: str, limit: Optional[i
             raise ValueError(f"`{argument}` is an empty dataset.")
         data = np.concatenate(xs)
         labels = np.concatenate(ys) if len(ys) == len(xs) else None
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
+    elif isinstance(data, tuple) and len(data) == 2:
         data, labels = data
         labels = np.asarray(labels)
     if not isinstance(data, np.ndarray) and not hasattr(data, "__array__"):
@@ -300,12 +309,15 @@ def _replace(temporary: Path, path: Path) -> None:
         os.replace(temporary, path)
 
 
-def _write_saved_model(model, directory: str, input_name, feature_shape, dtype, outputs) -> None:
+def _write_saved_model(model, directory: str, input_name, feature_shape, dtype, outputs,
+                       model_gives_probabilities: bool) -> None:
     import tensorflow as tf
 
     def serve(inputs):
-        logits = ops.cast(model(inputs, training=False), "float32")
-        return {outputs: ops.softmax(logits) if outputs == "probabilities" else logits}
+        values = ops.cast(model(inputs, training=False), "float32")
+        if outputs == "probabilities" and not model_gives_probabilities:
+            values = ops.softmax(values)
+        return {outputs: values}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -437,9 +449,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=-1, keepdims=True)
 
 
-def _compare(keras_logits, exported, outputs, x_source, labels, quantization,
-             max_abs_diff, min_top1_agreement) -> ParityReport:
-    keras_p = _softmax(keras_logits)
+def _compare(keras_outputs, exported, outputs, x_source, labels, quantization,
+             max_abs_diff, min_top1_agreement, model_gives_probabilities) -> ParityReport:
+    keras_p = (keras_outputs.astype(np.float64) if model_gives_probabilities
+               else _softmax(keras_outputs))
     export_p = exported.astype(np.float64) if outputs == "probabilities" else _softmax(exported)
     diff = float(np.max(np.abs(export_p - keras_p)))
     agreement = float(np.mean(np.argmax(export_p, -1) == np.argmax(keras_p, -1)))
@@ -506,7 +519,8 @@ def export(
     half-written at `path` (an existing artifact there stays as it was).
 
     Args:
-        model_or_distiller: A built `keras.Model` that outputs logits, or a
+        model_or_distiller: A built `keras.Model` that outputs logits (or,
+            with `outputs="probabilities"`, one that ends in a softmax), or a
             `keras_kd.Distiller` (its student is exported).
         path: Where to write: a `.tflite` file or a SavedModel directory.
         format: `"saved_model"` or `"tflite"`. `None` (default) picks
@@ -538,9 +552,11 @@ def export(
 
     Example:
 
+    >>> import os, tempfile
     >>> from keras_kd import models
     >>> student = models.cnn_student()
-    >>> result = export(student, "/tmp/student.tflite", verbose=False)
+    >>> path = os.path.join(tempfile.mkdtemp(), "student.tflite")
+    >>> result = export(student, path, verbose=False)
     >>> result.parity.passed, result.input_name, result.output_name
     (True, 'image', 'logits')
     """
@@ -577,6 +593,13 @@ def export(
             f"Received: num_calibration_examples={num_calibration_examples!r}."
         )
     input_name, feature_shape, dtype = _input_spec(model)
+    model_gives_probabilities = _ends_in_softmax(model)
+    if model_gives_probabilities and outputs == "logits":
+        raise ValueError(
+            f"The model {model.name!r} ends in a softmax, so it outputs "
+            "probabilities, not logits. Received: outputs='logits'. Pass "
+            "outputs='probabilities', or remove the final softmax."
+        )
     calibration = None
     if representative_data is not None:
         calibration, _ = _as_inputs(
@@ -612,7 +635,8 @@ def export(
     try:
         with tempfile.TemporaryDirectory(prefix="keras_kd_export_") as workdir:
             saved_model_dir = os.path.join(workdir, "saved_model")
-            _write_saved_model(model, saved_model_dir, input_name, feature_shape, dtype, outputs)
+            _write_saved_model(model, saved_model_dir, input_name, feature_shape, dtype,
+                               outputs, model_gives_probabilities)
             if format == "saved_model":
                 temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp."))
                 shutil.rmtree(temporary)
@@ -633,7 +657,8 @@ def export(
                 model.predict(x_check, batch_size=_VERIFY_BATCH_SIZE, verbose=0)
             )
             parity = _compare(keras_logits, exported, outputs, source, y_check,
-                              quantization, max_abs_diff, min_top1_agreement)
+                              quantization, max_abs_diff, min_top1_agreement,
+                              model_gives_probabilities)
         size = (sum(f.stat().st_size for f in temporary.rglob("*") if f.is_file())
                 if temporary.is_dir() else temporary.stat().st_size)
         result = ExportResult(
@@ -645,7 +670,8 @@ def export(
             raise ParityError(
                 f"The exported {format} model (quantization={quantization!r}) "
                 f"does not match the Keras model, so '{path}' was not written.\n"
-                f"{parity}"
+                f"{parity}",
+                report=parity,
             )
         _replace(temporary, path)
         temporary = None

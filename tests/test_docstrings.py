@@ -12,6 +12,7 @@ MODULES = [
     "keras_kd.models",
     "keras_kd.datasets",
     "keras_kd.demo",
+    "keras_kd.export",
     "keras_kd.evaluation",
     "keras_kd.report",
     "keras_kd.text_datasets",

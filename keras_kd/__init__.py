@@ -17,6 +17,8 @@ from keras_kd.export import run_tflite
 from keras_kd.losses import DistillationKLDivergence
 from keras_kd.losses import distillation_kl_divergence
 from keras_kd.losses import soft_targets_log_probabilities
+from keras_kd.report import DistillationReport
+from keras_kd.report import report
 from keras_kd.terms import AttentionTransfer
 from keras_kd.terms import DecoupledKD
 from keras_kd.terms import DistillationTerm
@@ -32,6 +34,7 @@ __all__ = [
     "DecoupledKD",
     "Distiller",
     "DistillationKLDivergence",
+    "DistillationReport",
     "DistillationTerm",
     "FeatureTerm",
     "HardLabelLoss",
@@ -43,6 +46,7 @@ __all__ = [
     "callbacks",
     "distillation_kl_divergence",
     "schedules",
+    "report",
     "ExportResult",
     "ParityError",
     "ParityReport",

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 SUBCOMMANDS = (
     "keras_kd.demo",
     "keras_kd.export_cli",
+    "keras_kd.report",
 )
 
 

@@ -16,6 +16,10 @@ MODULES = [
     "keras_kd.schedules",
     "keras_kd.callbacks",
     "keras_kd.export",
+    "keras_kd.evaluation",
+    "keras_kd.report",
+    "keras_kd.text_datasets",
+    "keras_kd.text_models",
 ]
 
 

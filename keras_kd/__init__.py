@@ -3,6 +3,12 @@
 The public API lives here; the modules behind it are implementation details.
 """
 
+from keras_kd.cache import TeacherCache
+from keras_kd.cache import cache_storage_bytes
+from keras_kd.cache import cache_teacher_outputs
+from keras_kd.cache import load_teacher_cache
+from keras_kd.cache import read_teacher_cache_header
+from keras_kd.cache import rebuild_top_k_logits
 from keras_kd.distiller import INPUTS_KEY
 from keras_kd.distiller import TEACHER_LOGITS_KEY
 from keras_kd.distiller import UNLABELED
@@ -13,6 +19,7 @@ from keras_kd.losses import soft_targets_log_probabilities
 from keras_kd.terms import DistillationTerm
 from keras_kd.terms import HardLabelLoss
 from keras_kd.terms import HintonKD
+from keras_kd.transfer import mix_transfer_set
 
 __version__ = "0.1.0"
 
@@ -24,7 +31,14 @@ __all__ = [
     "HintonKD",
     "INPUTS_KEY",
     "TEACHER_LOGITS_KEY",
+    "TeacherCache",
     "UNLABELED",
+    "cache_storage_bytes",
+    "cache_teacher_outputs",
     "distillation_kl_divergence",
+    "load_teacher_cache",
+    "mix_transfer_set",
+    "read_teacher_cache_header",
+    "rebuild_top_k_logits",
     "soft_targets_log_probabilities",
 ]

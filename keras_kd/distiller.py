@@ -170,9 +170,17 @@ class Distiller(keras.Model):
                     f"{teacher_classes}, student {student.name!r} outputs "
                     f"{student_classes}."
                 )
-        self.teacher_weights = losses.normalize_teacher_weights(
-            teacher_weights, max(len(teachers), 1)
-        ) if teachers else None
+        if teachers:
+            self.teacher_weights = losses.normalize_teacher_weights(
+                teacher_weights, len(teachers)
+            )
+        elif teacher_weights is not None:
+            # Cached logits of several teachers: their weights need no model.
+            self.teacher_weights = losses.normalize_teacher_weights(
+                teacher_weights, len(teacher_weights)
+            )
+        else:
+            self.teacher_weights = None
         self.teacher_outputs = teacher_outputs
         for model in teachers:
             # Freezing also keeps BatchNormalization in inference mode.

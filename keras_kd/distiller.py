@@ -9,6 +9,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 from keras.src.saving import serialization_lib
+from keras.src.trainers.compile_utils import CompileMetrics
+from keras.src.utils import tracking
 
 from keras_kd import losses
 from keras_kd import terms as terms_lib
@@ -56,6 +58,30 @@ def _output_classes(model: keras.Model) -> Optional[int]:
     if isinstance(shape, list):
         return None
     return shape[-1] if shape else None
+
+
+class _LabelMaskedMetrics(CompileMetrics):
+    """Compiled metrics that leave unlabeled examples out.
+
+    `metrics` are weighted by the label mask only (they ignore sample
+    weights, as in Keras); `weighted_metrics` by the mask times the sample
+    weights.
+    """
+
+    def update_state(self, y_true, y_pred, sample_weight=None, label_mask=None):
+        if not self.built:
+            self.build(y_true, y_pred)
+        y_true, y_pred = self._flatten_y(y_true), self._flatten_y(y_pred)
+        weighted = label_mask
+        if sample_weight is not None:
+            sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+            weighted = sample_weight if label_mask is None else label_mask * sample_weight
+        for metrics, y_t, y_p in zip(self._flat_metrics, y_true, y_pred):
+            if metrics:
+                metrics.update_state(y_t, y_p, sample_weight=label_mask)
+        for metrics, y_t, y_p in zip(self._flat_weighted_metrics, y_true, y_pred):
+            if metrics:
+                metrics.update_state(y_t, y_p, sample_weight=weighted)
 
 
 def _replica_sum(values):
@@ -278,6 +304,11 @@ class Distiller(keras.Model):
             jit_compile=jit_compile,
             auto_scale_loss=auto_scale_loss,
         )
+        if self._compile_metrics is not None:
+            with tracking.DotNotTrackScope():
+                self._compile_metrics = _LabelMaskedMetrics(
+                    metrics, weighted_metrics, output_names=self._compile_metrics.output_names
+                )
         # clear() untracks the terms of an earlier compile, so that saving
         # and `trainable_weights` only see the current ones.
         self.terms.clear()
@@ -405,7 +436,8 @@ class Distiller(keras.Model):
             labeled = ops.sum(ops.abs(ops.cast(labels, "float32")), axis=-1) > 0
             return labels, ops.cast(labeled, "float32")
         classes = student_logits.shape[-1]
-        if not labels.dtype.is_integer:
+        if labels.dtype not in (tf.int32, tf.int64):
+            # Signed, so that -1 can mark an unlabeled example (uint8 cannot).
             labels = ops.cast(labels, "int32")
         checks = [
             tf.debugging.assert_less(
@@ -539,14 +571,26 @@ class Distiller(keras.Model):
             logs.update(self._compile_metrics.result())
         return logs
 
+    def get_metrics_result(self) -> dict:
+        # After training on unlabeled data only, the compiled metrics have
+        # never seen a label (nor been built): leave them out of the logs.
+        results = {}
+        for metric in self.metrics:
+            if metric is self._compile_metrics and not metric.built:
+                continue
+            result = metric.result()
+            if isinstance(result, dict):
+                results.update(result)
+            else:
+                results[metric.name] = result
+        return results
+
     def _update_student_metrics(self, labels, label_mask, student_logits, sample_weight):
         if labels is None or self._compile_metrics is None:
             return
-        # Unlabeled rows take no part in the metrics.
-        weight = label_mask
-        if sample_weight is not None:
-            weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        self._compile_metrics.update_state(labels, student_logits, weight)
+        self._compile_metrics.update_state(
+            labels, student_logits, sample_weight=sample_weight, label_mask=label_mask
+        )
 
     # ---------------------------------------------------------- serialization
 

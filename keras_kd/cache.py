@@ -100,8 +100,12 @@ def _teacher_list(teacher_or_teachers, argument: str) -> list:
 
 
 def _example_dataset(data, argument: str, labels=None):
-    """Returns `(dataset of (x, y_or_None), count_or_None)` from arrays or a
+    """Returns `(examples, count, has_labels, arrays)` from arrays or a
     `tf.data.Dataset` of single examples `x`, `(x,)`, `(x, y)`, `(x, y, w)`.
+
+    `examples` is a dataset of single `(x, y)` examples (`y` is 0 without
+    labels), `count` their number (None when unknown) and `arrays` the
+    `(x, y)` arrays (None for a `tf.data.Dataset`).
     """
     if isinstance(data, tf.data.Dataset):
         if labels is not None:
@@ -118,7 +122,7 @@ def _example_dataset(data, argument: str, labels=None):
             dataset = data.map(lambda e: (e, 0))
         cardinality = int(data.cardinality())
         count = cardinality if cardinality >= 0 else None
-        return dataset, count, has_labels
+        return dataset, count, has_labels, None
     if isinstance(data, tuple) and labels is None and 1 <= len(data) <= 3:
         data, labels = data[0], (data[1] if len(data) >= 2 else None)
     flat = tf.nest.flatten(data)
@@ -134,8 +138,8 @@ def _example_dataset(data, argument: str, labels=None):
             f"`{argument}` and `y` must have the same number of examples. "
             f"Received: {count} inputs and {len(labels)} labels."
         )
-    slices = (data, labels if labels is not None else np.zeros(count, "int32"))
-    return tf.data.Dataset.from_tensor_slices(slices), count, labels is not None
+    arrays = (data, labels if labels is not None else np.zeros(count, "int32"))
+    return tf.data.Dataset.from_tensor_slices(arrays), count, labels is not None, arrays
 
 
 def _input_fingerprint(dataset) -> str:
@@ -349,7 +353,7 @@ def cache_teacher_outputs(
             f"`views={views}` needs an `augment` function: without one every "
             "view would be the same input."
         )
-    examples, _, _ = _example_dataset(dataset, "dataset")
+    examples = _example_dataset(dataset, "dataset")[0]
     classes = {_output_classes(model) for model in teachers}
     if len(classes) != 1 or None in classes:
         raise ValueError(
@@ -638,6 +642,7 @@ def load_teacher_cache(
     shuffle_buffer: Optional[int] = None,
     verify: bool = True,
     drop_remainder: bool = False,
+    in_memory: Optional[bool] = None,
 ) -> tf.data.Dataset:
     """A `tf.data.Dataset` that trains a `Distiller` from cached teacher logits.
 
@@ -671,6 +676,14 @@ def load_teacher_cache(
         shuffle_buffer: Shuffle buffer size; defaults to the whole dataset.
         verify: Check the file's checksum. Defaults to `True`.
         drop_remainder: Drop the last incomplete batch.
+        in_memory: Read the whole cache into memory (fast, in-graph
+            gathers) instead of reading batches from the memory-mapped file.
+            `None` (default) reads it into memory when it holds at most
+            `IN_MEMORY_BYTES` (512 MB).
+
+    Arrays `x` are gathered a batch at a time, like `keras.Model.fit` does,
+    so the pipeline costs about what the student's own `fit(x, y)` costs; a
+    `tf.data.Dataset` `x` is streamed and shuffled with a buffer.
 
     Example:
 
@@ -711,7 +724,7 @@ def load_teacher_cache(
                 f"teacher(s) {[m.name for m in teachers]}. Rebuild the cache "
                 "for this teacher."
             )
-    examples, count, has_labels = _example_dataset(x, "x", y)
+    examples, count, has_labels, arrays = _example_dataset(x, "x", y)
     if count is None and verify:
         count = int(examples.reduce(np.int64(0), lambda n, _: n + 1))
     if count is not None and count != len(cache):
@@ -728,46 +741,109 @@ def load_teacher_cache(
             "shuffles them here."
         )
 
-    dataset = tf.data.Dataset.zip((tf.data.Dataset.range(len(cache)), examples))
+    if arrays is None:
+        pipeline, source = _streamed_examples, examples
+    else:
+        pipeline, source = _gathered_examples, arrays
+    dataset = pipeline(
+        source, len(cache), views, view, augment, header["seed"],
+        batch_size, shuffle, seed, shuffle_buffer, drop_remainder,
+    )
+    return _attach_teacher_logits(dataset, cache, has_labels, in_memory)
+
+
+#: Caches up to this size are read into memory by `load_teacher_cache`.
+IN_MEMORY_BYTES = 512 * 2**20
+
+
+def _view_draws(view, views: int, seed):
+    """A dataset of view indices (or None when the view is fixed)."""
+    if view == "random" and views > 1:
+        return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
+            lambda r: r % views
+        )
+    return None
+
+
+def _gathered_examples(
+    arrays, count, views, view, augment, aug_seed, batch_size, shuffle, seed,
+    buffer, drop_remainder,
+):
+    """Batches of `(indices, views, (x, y))` from in-memory arrays: shuffled
+    indices, one gather per batch (no per-example work without `augment`)."""
+    per_example = views if view == "all" else 1
+    ids = tf.data.Dataset.range(count * per_example)
+    if shuffle:
+        ids = ids.shuffle(buffer or count * per_example, seed=seed, reshuffle_each_iteration=True)
+    ids = ids.batch(batch_size, drop_remainder=drop_remainder)
+    draws = _view_draws(view, views, seed)
+    fixed = 0 if view in ("random", "all") else int(view)
+    draws = draws.batch(batch_size) if draws is not None else tf.data.Dataset.from_tensors(
+        tf.constant(0, tf.int64)).repeat()
+
+    def gather(batch_ids, drawn, data):
+        if view == "all":
+            indices, batch_views = batch_ids // views, batch_ids % views
+        elif view == "random" and views > 1:
+            indices, batch_views = batch_ids, drawn[: tf.shape(batch_ids)[0]]
+        else:
+            indices = batch_ids
+            batch_views = tf.fill(tf.shape(batch_ids), tf.constant(fixed, tf.int64))
+        x, y = tf.nest.map_structure(lambda a: tf.gather(a, indices), data)
+        if augment is not None:
+            x = tf.map_fn(
+                lambda e: _apply_augment(augment, e[0], aug_seed, e[1], e[2], views),
+                (x, indices, batch_views),
+                fn_output_signature=tf.nest.map_structure(
+                    lambda a: tf.TensorSpec(a.shape[1:], a.dtype), x
+                ),
+            )
+        return indices, batch_views, (x, y)
+
+    # The arrays enter as one dataset element, not as graph constants, so
+    # arrays over 2 GB work (as in Keras's own array adapter).
+    data = tf.data.Dataset.from_tensors(arrays).repeat()
+    return tf.data.Dataset.zip((ids, draws, data)).map(
+        gather, num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
+def _streamed_examples(
+    examples, count, views, view, augment, aug_seed, batch_size, shuffle, seed,
+    buffer, drop_remainder,
+):
+    """Batches of `(indices, views, (x, y))` from a stream of examples."""
+    dataset = tf.data.Dataset.zip((tf.data.Dataset.range(count), examples))
+    draws = _view_draws(view, views, seed)
     if view == "all":
         dataset = dataset.flat_map(
             lambda i, e: tf.data.Dataset.range(views).map(lambda v: (i, v, e))
         )
-    elif view == "random" and views > 1:
-        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip((dataset, draws)).map(
-            lambda ie, r: (ie[0], r % views, ie[1])
-        )
+    elif draws is not None:
+        dataset = tf.data.Dataset.zip((dataset, draws)).map(lambda ie, v: (ie[0], v, ie[1]))
     else:
         fixed = 0 if view == "random" else int(view)
         dataset = dataset.map(lambda i, e: (i, tf.constant(fixed, tf.int64), e))
     if shuffle:
-        buffer = shuffle_buffer or len(cache) * (views if view == "all" else 1)
+        buffer = buffer or count * (views if view == "all" else 1)
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if augment is not None:
-        aug_seed = header["seed"]
         dataset = dataset.map(
             lambda i, v, e: (i, v, (_apply_augment(augment, e[0], aug_seed, i, v, views), e[1])),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder)
 
+
+def _attach_teacher_logits(dataset, cache: TeacherCache, has_labels: bool, in_memory):
+    """Maps `(indices, views, (x, y))` batches to the distiller's batches."""
     names = cache.layout.names
-    out_types = [tf.int32 if name == "indices" else tf.float32 for name in names]
     teachers_count, classes, top_k = cache.num_teachers, cache.num_classes, cache.top_k
+    if in_memory is None:
+        in_memory = cache.header["data_bytes"] <= IN_MEMORY_BYTES
 
-    def read(indices, batch_views):
-        fields = cache.stored_fields(indices, batch_views)
-        return [fields[name] for name in names]
-
-    def attach(indices, batch_views, example):
-        arrays = tf.numpy_function(read, [indices, batch_views], out_types, stateful=False)
-        fields = {}
-        for name, array in zip(names, arrays):
-            width = {"logits": classes, "tail": None}.get(name, top_k)
-            array.set_shape([None, teachers_count] + ([width] if width else []))
-            fields[name] = array
+    def finish(fields, example):
         if top_k is None:
             logits = fields["logits"]
         else:
@@ -781,4 +857,39 @@ def load_teacher_cache(
         }
         return (inputs, example[1]) if has_labels else inputs
 
-    return dataset.map(attach, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    if in_memory:
+        stored = {
+            name: np.asarray(cache._records[name]).astype(
+                "int32" if name == "indices" else "float32"
+            )
+            for name in names
+        }
+
+        def attach(batch, table):
+            indices, batch_views, example = batch
+            where = tf.stack([indices, batch_views], axis=-1)
+            fields = {name: tf.gather_nd(table[name], where) for name in names}
+            return finish(fields, example)
+
+        tables = tf.data.Dataset.from_tensors(stored).repeat()
+        dataset = tf.data.Dataset.zip((dataset, tables))
+        return dataset.map(attach, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    out_types = [tf.int32 if name == "indices" else tf.float32 for name in names]
+
+    def read(indices, batch_views):
+        fields = cache.stored_fields(indices, batch_views)
+        return [fields[name] for name in names]
+
+    def attach_from_file(indices, batch_views, example):
+        arrays = tf.numpy_function(read, [indices, batch_views], out_types, stateful=False)
+        fields = {}
+        for name, array in zip(names, arrays):
+            width = {"logits": classes, "tail": None}.get(name, top_k)
+            array.set_shape([None, teachers_count] + ([width] if width else []))
+            fields[name] = array
+        return finish(fields, example)
+
+    return dataset.map(attach_from_file, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )

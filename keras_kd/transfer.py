@@ -68,7 +68,7 @@ def mix_transfer_set(
             "`labeled` must be a tuple `(x, y)` of arrays or a `tf.data.Dataset` "
             f"of `(x, y)` examples. Received: labeled of type {type(labeled).__name__}."
         )
-    labeled_set, labeled_count, has_labels = _example_dataset(labeled, "labeled")
+    labeled_set, labeled_count, has_labels, _ = _example_dataset(labeled, "labeled")
     if not has_labels:
         raise ValueError(
             "`labeled` must carry labels: a `tf.data.Dataset` of `(x, y)` "
@@ -79,7 +79,7 @@ def mix_transfer_set(
             "`unlabeled` must be inputs `x` (an array or a `tf.data.Dataset`), "
             "not a tuple: pass `x` alone."
         )
-    unlabeled_set, unlabeled_count, _ = _example_dataset(unlabeled, "unlabeled")
+    unlabeled_set, unlabeled_count, _, _ = _example_dataset(unlabeled, "unlabeled")
     label_spec = labeled_set.element_spec[1]
     if label_spec.shape.rank == 1 and (label_spec.shape[0] or 0) > 1:
         # One-hot labels: an all-zero row marks an unlabeled example.

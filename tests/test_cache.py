@@ -64,7 +64,8 @@ def test_float32_cache_trains_like_the_live_teacher(tmp_path, fashion, teacher, 
     weights = [0.7, 0.3] if several else None
     path = tmp_path / "teacher.kdcache"
     keras_kd.cache_teacher_outputs(teachers, (x, y), path, batch_size=100)
-    cached = keras_kd.load_teacher_cache(path, x, y, batch_size=64, seed=5)
+    # One teacher: read into memory; two: batches read from the mapped file.
+    cached = keras_kd.load_teacher_cache(path, x, y, batch_size=64, seed=5, in_memory=not several)
     # The same batches, in the same order, without the cached logits.
     live = keras_kd.load_teacher_cache(path, x, y, batch_size=64, seed=5).map(
         lambda inputs, labels: (inputs[keras_kd.INPUTS_KEY], labels)
@@ -172,8 +173,11 @@ def test_float16_and_storage_sizes(tmp_path, fashion, teacher):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("view", ["all", "random", 2])
-def test_augmented_views_replay_identically(tmp_path, fashion, teacher, view):
+@pytest.mark.parametrize(
+    "view, source, in_memory",
+    [("all", "arrays", False), ("random", "arrays", True), (2, "stream", None), ("random", "stream", False)],
+)
+def test_augmented_views_replay_identically(tmp_path, fashion, teacher, view, source, in_memory):
     x, y = fashion
     x, y = x[:96], y[:96]
     path = tmp_path / "views.kdcache"
@@ -181,8 +185,12 @@ def test_augmented_views_replay_identically(tmp_path, fashion, teacher, view):
         teacher, x, path, views=3, augment=flip_and_shift, seed=11, top_k=None
     )
     assert header["views"] == 3 and header["augment"].endswith("flip_and_shift")
+    # Arrays are gathered a batch at a time, streams example by example;
+    # the cache is read into memory or from the memory-mapped file.
+    inputs = (x, y) if source == "arrays" else (tf.data.Dataset.from_tensor_slices((x, y)), None)
     data = keras_kd.load_teacher_cache(
-        path, x, y, batch_size=32, view=view, augment=flip_and_shift, seed=1
+        path, *inputs, batch_size=32, view=view, augment=flip_and_shift, seed=1,
+        in_memory=in_memory,
     )
     seen = []
     for _ in range(2):  # two epochs: "random" draws new views

@@ -40,7 +40,7 @@ def main(argv=None):
 
     (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist()
     if args.quick:
-        x_train, y_train, x_test, y_test = x_train[:2000], y_train[:2000], x_test[:1000], y_test[:1000]
+        x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:500], y_test[:500]
 
     keras.utils.set_random_seed(args.seed)
     teachers = [
@@ -56,7 +56,7 @@ def main(argv=None):
         print(f"{teacher.name:>20}: {teacher.count_params():>8,d} parameters, "
               f"test accuracy {scores[-1]:.4f}")
     # Better teachers get more weight; any non-negative weights work.
-    weights = [s for s in scores]
+    weights = scores
 
     results = {}
     for label, teacher in [("student alone", None), ("student from 3 teachers", teachers)]:

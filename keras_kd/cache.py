@@ -354,23 +354,6 @@ def cache_teacher_outputs(
             "view would be the same input."
         )
     examples = _example_dataset(dataset, "dataset")[0]
-    classes = {_output_classes(model) for model in teachers}
-    if len(classes) != 1 or None in classes:
-        raise ValueError(
-            "Every teacher must output `(batch, classes)` logits with the same "
-            "number of classes. Received output shapes: "
-            f"{[getattr(m, 'output_shape', None) for m in teachers]}."
-        )
-    num_classes = classes.pop()
-    if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k < num_classes:
-            raise ValueError(
-                f"`top_k` must be None or an integer in [1, {num_classes}) for a "
-                f"teacher with {num_classes} classes (use top_k=None to store "
-                f"all of them). Received: top_k={top_k!r}."
-            )
-        top_k = int(top_k)
-    layout = record_dtype(num_classes, top_k, dtype, views, len(teachers))
 
     def with_views(index, example):
         x = example[0]
@@ -385,6 +368,30 @@ def cache_teacher_outputs(
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+    first = next(iter(examples.take(1)), None)
+    if first is None:
+        raise ValueError("`dataset` is empty: there is nothing to cache.")
+    # Ask the teachers themselves: subclassed models declare no output shape.
+    first_x = tf.nest.map_structure(lambda a: a[None], first[0])
+    shapes = [tuple(model(first_x, training=False).shape) for model in teachers]
+    classes = {shape[-1] for shape in shapes}
+    if len(classes) != 1 or any(len(shape) != 2 for shape in shapes):
+        raise ValueError(
+            "Every teacher must output `(batch, classes)` logits with the same "
+            f"number of classes. Received output shapes: {shapes} for teachers "
+            f"{[model.name for model in teachers]}."
+        )
+    num_classes = classes.pop()
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k < num_classes:
+            raise ValueError(
+                f"`top_k` must be None or an integer in [1, {num_classes}) for a "
+                f"teacher with {num_classes} classes (use top_k=None to store "
+                f"all of them). Received: top_k={top_k!r}."
+            )
+        top_k = int(top_k)
+    layout = record_dtype(num_classes, top_k, dtype, views, len(teachers))
 
     # One trace for every batch size, the last partial batch included.
     @tf.function(input_signature=[batches.element_spec])
@@ -447,8 +454,6 @@ def cache_teacher_outputs(
                 digest.update(chunk)
                 file.write(chunk)
                 count += len(records)
-            if count == 0:
-                raise ValueError("`dataset` is empty: there is nothing to cache.")
             header.update(
                 example_count=count,
                 data_bytes=count * layout.itemsize,
@@ -461,16 +466,6 @@ def cache_teacher_outputs(
         if partial.exists():
             partial.unlink()
     return header
-
-
-def _output_classes(model) -> Optional[int]:
-    try:
-        shape = model.output_shape
-    except (AttributeError, ValueError, RuntimeError):
-        return None
-    if not isinstance(shape, tuple) or len(shape) != 2:
-        return None
-    return shape[-1]
 
 
 def _encode_header(header: dict, data_offset: int) -> bytes:

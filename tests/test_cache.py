@@ -363,3 +363,19 @@ def test_probability_teachers_store_log_probabilities(tmp_path, fashion, teacher
         atol=1e-5,
     )
     assert keras_kd.read_teacher_cache_header(path)["teacher_outputs"] == "probabilities"
+
+
+def test_subclassed_teacher_without_output_shape(tmp_path):
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__(name="subclassed")
+            self.dense = keras.layers.Dense(7)
+
+        def call(self, inputs, training=False):
+            return self.dense(inputs)
+
+    teacher = Subclassed()  # not built: it has neither weights nor shapes yet
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype("float32")
+    header = keras_kd.cache_teacher_outputs(teacher, x, tmp_path / "s", top_k=2)
+    assert header["num_classes"] == 7 and header["teacher_names"] == ["subclassed"]
+    keras_kd.load_teacher_cache(tmp_path / "s", x, teacher=teacher)

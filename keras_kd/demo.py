@@ -86,7 +86,15 @@ def _row(name, model, x_test, y_test, teacher_logits, seconds, path: Path) -> De
 
 
 def format_table(rows: List[DemoRow]) -> str:
-    """The demo table as Markdown."""
+    """The demo table as Markdown.
+
+    Example:
+
+    >>> print(format_table([DemoRow("student", 1234, 4.8, 0.851, 0.902, 12.0)]))
+    | model | parameters | weights (KiB) | test accuracy | agreement with teacher | train time (s) |
+    |---|---:|---:|---:|---:|---:|
+    | student | 1,234 | 5 | 85.10% | 90.20% | 12 |
+    """
     lines = [
         "| model | parameters | weights (KiB) | test accuracy | agreement with teacher | train time (s) |",
         "|---|---:|---:|---:|---:|---:|",
@@ -125,8 +133,19 @@ def run_demo(
     import keras
 
     from keras_kd import datasets
+    from keras_kd import losses
     from keras_kd import models
     from keras_kd.distiller import Distiller
+
+    # Fail before any training, not after the teacher's minutes of it.
+    losses.validate_temperature(temperature)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}.")
+    for argument, value in (("epochs", epochs), ("teacher_epochs", teacher_epochs),
+                            ("batch_size", batch_size), ("student_width", student_width)):
+        if value < 1:
+            raise ValueError(f"`{argument}` must be a positive integer. "
+                             f"Received: {argument}={value!r}.")
 
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import warnings
 from typing import Optional, Sequence, Union
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 from keras.src.saving import serialization_lib
@@ -196,17 +197,13 @@ class Distiller(keras.Model):
                     f"{teacher_classes}, student {student.name!r} outputs "
                     f"{student_classes}."
                 )
-        if teachers:
-            self.teacher_weights = losses.normalize_teacher_weights(
-                teacher_weights, len(teachers)
-            )
-        elif teacher_weights is not None:
-            # Cached logits of several teachers: their weights need no model.
-            self.teacher_weights = losses.normalize_teacher_weights(
-                teacher_weights, len(teacher_weights)
-            )
-        else:
-            self.teacher_weights = None
+        if teacher_weights is not None and teachers:
+            losses.normalize_teacher_weights(teacher_weights, len(teachers))
+        # Kept as given (unnormalized) so that get_config round-trips; with
+        # teacher=None they apply to the cached logits of several teachers.
+        self.teacher_weights = (
+            None if teacher_weights is None else [float(w) for w in teacher_weights]
+        )
         self.teacher_outputs = teacher_outputs
         for model in teachers:
             # Freezing also keeps BatchNormalization in inference mode.
@@ -382,6 +379,35 @@ class Distiller(keras.Model):
                 "The distiller must be compiled first: call `distiller.compile(...)`."
             )
         return self
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        # Labels given as arrays are checked here, on the host, once: the
+        # in-graph check cannot raise under XLA (jit_compile=True).
+        self._check_label_array(y, "y")
+        validation_data = kwargs.get("validation_data")
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) > 1:
+            self._check_label_array(validation_data[1], "validation_data")
+        return super().fit(x, y, *args, **kwargs)
+
+    def _check_label_array(self, labels, argument: str) -> None:
+        classes = _output_classes(self.student)
+        if classes is None or labels is None or not hasattr(labels, "shape"):
+            return
+        if isinstance(labels, tf.Tensor):
+            labels = labels.numpy()
+        labels = np.asarray(labels)
+        if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+            return
+        if labels.ndim > 1 and labels.shape[-1] == classes and classes > 1:
+            return  # one-hot
+        low, high = int(labels.min()), int(labels.max())
+        if low < UNLABELED or high >= classes:
+            bad = high if high >= classes else low
+            raise ValueError(
+                f"Labels in `{argument}` must be class indices in [0, {classes}) "
+                f"(or {UNLABELED} for unlabeled examples) to match the "
+                f"student's {classes} outputs. Received a label {bad}."
+            )
 
     # ----------------------------------------------------------------- the step
 

@@ -377,8 +377,17 @@ def test_labels_outside_the_class_range_fail_before_any_update():
     before = [w.copy() for w in student.get_weights()]
     distiller = keras_kd.Distiller(student=student, teacher=make_teacher())
     distiller.compile(optimizer=keras.optimizers.SGD(0.5))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Labels must be class indices in \[0, 5\)"):
+    # Arrays are checked on the host, before training starts.
+    with pytest.raises(ValueError, match=r"class indices in \[0, 5\).*Received a label 8"):
         distiller.fit(x, y_bad, batch_size=len(x), verbose=0)
+    y_bad[5] = -4
+    with pytest.raises(ValueError, match="Received a label -4"):
+        distiller.fit(x, y_bad, batch_size=len(x), verbose=0)
+    # A dataset is checked in the step, before the weights are updated.
+    y_bad[5] = NUM_CLASSES
+    dataset = tf.data.Dataset.from_tensor_slices((x, y_bad)).batch(len(x))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Labels must be class indices in \[0, 5\)"):
+        distiller.fit(dataset, verbose=0)
     for a, b in zip(student.get_weights(), before):
         np.testing.assert_array_equal(a, b)
 

@@ -12,6 +12,8 @@ MODULES = [
     "keras_kd.models",
     "keras_kd.datasets",
     "keras_kd.demo",
+    "keras_kd.cache",
+    "keras_kd.transfer",
 ]
 
 

@@ -166,10 +166,15 @@ def main(argv=None):
     rows = []
     for name in configs:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
-        rows.append(f"| {name} | {w:.2f} | {w / base_wall:.2f}x | {c:.2f} | {c / base_cpu:.2f}x |")
+        each = ", ".join(f"{v:.1f}" for v in wall[name])
+        rows.append(
+            f"| {name} | {w:.2f} | {w / base_wall:.2f}x | {c:.2f} | {c / base_cpu:.2f}x | {each} |"
+        )
     full_imagenet = keras_kd.cache_storage_bytes(1_281_167, 1000)
     top5_imagenet = keras_kd.cache_storage_bytes(1_281_167, 1000, top_k=5)
-    cached_ratio = max(statistics.median(wall[n]) for n in ("cache, float32", "cache, top-5")) / base_wall
+    cached = ("cache, float32", "cache, top-5")
+    cached_ratio = max(statistics.median(wall[n]) for n in cached) / base_wall
+    cached_cpu_ratio = max(statistics.median(cpu[n]) for n in cached) / base_cpu
     lines = [
         "# Cached teacher outputs: epoch time and memory",
         "",
@@ -188,13 +193,18 @@ def main(argv=None):
         "(a shared machine: wall-clock times are noisy, CPU times less so). "
         "No GPU numbers: no GPU was available for this run.",
         "",
-        "| configuration | epoch, wall s | vs student alone | epoch, CPU s | vs student alone |",
-        "|---|---:|---:|---:|---:|",
+        "| configuration | epoch, wall s | vs student alone | epoch, CPU s | vs student alone "
+        "| wall s of each measured epoch |",
+        "|---|---:|---:|---:|---:|---|",
         *rows,
         "",
-        f"Target: cached distillation <= 1.15x the student-alone epoch. Measured (wall, the "
-        f"slower cache): {cached_ratio:.2f}x, "
-        + ("met." if cached_ratio <= 1.15 else "NOT met.") ,
+        "Target: cached distillation <= 1.15x the student-alone epoch. Measured on the "
+        f"slower cache: CPU time {cached_cpu_ratio:.2f}x, "
+        + ("met" if cached_cpu_ratio <= 1.15 else "NOT met")
+        + f"; wall-clock {cached_ratio:.2f}x, "
+        + ("met" if cached_ratio <= 1.15 else "NOT met")
+        + ". On a loaded machine the wall-clock epochs vary a lot (last column); the CPU "
+        "times are the better guide there.",
         "",
         "## Writing the caches (teacher forward pass once over the training set)",
         "",

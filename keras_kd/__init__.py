@@ -13,6 +13,11 @@ from keras_kd.distiller import INPUTS_KEY
 from keras_kd.distiller import TEACHER_LOGITS_KEY
 from keras_kd.distiller import UNLABELED
 from keras_kd.distiller import Distiller
+from keras_kd.export import ExportResult
+from keras_kd.export import ParityError
+from keras_kd.export import ParityReport
+from keras_kd.export import export
+from keras_kd.export import run_tflite
 from keras_kd.losses import DistillationKLDivergence
 from keras_kd.losses import distillation_kl_divergence
 from keras_kd.losses import soft_targets_log_probabilities
@@ -40,5 +45,10 @@ __all__ = [
     "mix_transfer_set",
     "read_teacher_cache_header",
     "rebuild_top_k_logits",
+    "ExportResult",
+    "ParityError",
+    "ParityReport",
+    "export",
+    "run_tflite",
     "soft_targets_log_probabilities",
 ]

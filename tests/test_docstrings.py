@@ -14,6 +14,7 @@ MODULES = [
     "keras_kd.demo",
     "keras_kd.cache",
     "keras_kd.transfer",
+    "keras_kd.export",
 ]
 
 

@@ -66,6 +66,78 @@ def _replica_sum(values):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
 
 
+def _variable_strategy(variable):
+    """The strategy whose scope created `variable`; `None` for a plain one."""
+    value = getattr(variable, "value", variable)
+    if isinstance(value, tf.distribute.DistributedValues):
+        return value._distribute_strategy
+    return None
+
+
+def _check_same_strategy(model: keras.Model, role: str, strategy) -> None:
+    """Raises unless `model`'s variables fit a distiller made under `strategy`.
+
+    A student must be built under the distiller's strategy: the optimizer
+    updates its variables replica by replica. A frozen teacher may also be a
+    plain model (each replica reads it), but not one that belongs to another
+    strategy.
+    """
+    multi_replica = strategy is not None and strategy.num_replicas_in_sync > 1
+    for variable in model.variables:
+        owner = _variable_strategy(variable)
+        if owner is strategy or (owner is None and (role != "student" or not multi_replica)):
+            continue
+        where = "outside any strategy scope" if owner is None else (
+            f"under `{type(owner).__name__}.scope()`"
+            + (" of another strategy object" if strategy is not None else "")
+        )
+        made = "outside any strategy scope" if strategy is None else (
+            f"under `{type(strategy).__name__}.scope()`"
+        )
+        raise ValueError(
+            f"The {role} {model.name!r} was built {where}, but the distiller "
+            f"was created {made}. Create the student, the teachers, the "
+            "distiller and its optimizer all inside the same "
+            "`strategy.scope()`, e.g.\n"
+            "    with strategy.scope():\n"
+            "        student = make_student(); teacher = load_teacher()\n"
+            "        distiller = Distiller(student, teacher)\n"
+            "        distiller.compile(optimizer='adam')\n"
+            f"Received: {role} variable {variable.path!r} from {where}."
+        )
+
+
+def _static_batch_size(x, batch_size) -> Optional[int]:
+    """The global batch size of `fit`/`evaluate` input, when it is known."""
+    if isinstance(x, tf.data.Dataset):
+        spec = tf.nest.flatten(x.element_spec)[0]
+        if getattr(spec, "shape", None) is not None and spec.shape.rank:
+            if spec.shape[0] is not None:
+                return int(spec.shape[0])
+        try:
+            # tf.data's own helper, used by tf.distribute to rebatch input.
+            from tensorflow.python.data.experimental.ops import distribute
+            size = int(distribute.compute_batch_size(x))
+        except Exception:  # an input it cannot analyse: nothing to check
+            return None
+        return size if size > 0 else None
+    if batch_size is not None:
+        return int(batch_size)
+    return None
+
+
+def _xla_unsupported(strategy) -> bool:
+    """True for a strategy whose replicas share one host's CPUs.
+
+    XLA-compiled steps cannot read variables placed on another logical CPU
+    device (TensorFlow's "tf.Variable on a different device" XLA limitation),
+    so plain Keras fails the same way there.
+    """
+    devices = getattr(strategy.extended, "worker_devices", ())
+    cpus = [d for d in devices if tf.DeviceSpec.from_string(d).device_type == "CPU"]
+    return len(cpus) > 1
+
+
 @keras.saving.register_keras_serializable(package="keras_kd")
 class Distiller(keras.Model):
     """Trains a student model from one or several frozen teachers.
@@ -177,6 +249,11 @@ class Distiller(keras.Model):
         for model in teachers:
             # Freezing also keeps BatchNormalization in inference mode.
             model.trainable = False
+        # A mismatch would fail deep inside the optimizer or train silently
+        # on one replica; say so here instead.
+        _check_same_strategy(student, "student", self._distribute_strategy)
+        for model in teachers:
+            _check_same_strategy(model, "teacher", self._distribute_strategy)
         self.student = student
         self.teachers = teachers
         self.terms = []
@@ -270,6 +347,17 @@ class Distiller(keras.Model):
             jit_compile=jit_compile,
             auto_scale_loss=auto_scale_loss,
         )
+        if self.jit_compile and _xla_unsupported(self.distribute_strategy):
+            warnings.warn(
+                "jit_compile=True is not supported with several replicas on "
+                "CPU devices (XLA cannot read a variable placed on another "
+                "device). Proceeding with jit_compile=False. Received: "
+                f"jit_compile={jit_compile!r} under "
+                f"{type(self.distribute_strategy).__name__} with "
+                f"{self.distribute_strategy.num_replicas_in_sync} replicas.",
+                stacklevel=2,
+            )
+            self.jit_compile = False
         # clear() untracks the terms of an earlier compile, so that saving
         # and `trainable_weights` only see the current ones.
         self.terms.clear()
@@ -336,6 +424,39 @@ class Distiller(keras.Model):
     def temperature(self, value: float) -> None:
         self._require_compiled()
         self.terms[1].temperature = value
+
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._check_global_batch_size(x, batch_size, "batch_size")
+        return super().fit(x, y, batch_size, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._check_global_batch_size(x, batch_size, "batch_size")
+        return super().evaluate(x, y, batch_size, *args, **kwargs)
+
+    def _get_metrics_result_or_logs(self, logs):
+        # The steps log a subset of `self.metrics` (evaluate has no
+        # distillation terms; an unlabeled batch no metrics), and for such
+        # logs Keras falls back to the last step's values, which under
+        # tf.distribute are per-replica results averaged over replicas:
+        # wrong when the replicas' shares differ (an uneven last batch).
+        # The metrics' variables are aggregated across replicas instead.
+        results = self.get_metrics_result()
+        if isinstance(logs, dict) and logs and set(logs) <= set(results):
+            return {name: results[name] for name in logs}
+        return super()._get_metrics_result_or_logs(logs)
+
+    def _check_global_batch_size(self, x, batch_size, argument: str) -> None:
+        """Every replica needs examples: the global batch is split among them."""
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        size = _static_batch_size(x, batch_size)
+        if replicas > 1 and size is not None and size < replicas:
+            source = "the dataset's batches" if isinstance(x, tf.data.Dataset) else argument
+            raise ValueError(
+                f"The global batch size must be at least the number of "
+                f"replicas ({replicas}), since each replica trains on its "
+                f"share of the batch. Received: {source}={size}. Use a batch "
+                f"size that is a multiple of {replicas}."
+            )
 
     def _require_compiled(self) -> "Distiller":
         if not self.terms:

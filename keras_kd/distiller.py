@@ -133,6 +133,8 @@ def _xla_unsupported(strategy) -> bool:
     device (TensorFlow's "tf.Variable on a different device" XLA limitation),
     so plain Keras fails the same way there.
     """
+    if strategy.num_replicas_in_sync < 2:
+        return False
     devices = getattr(strategy.extended, "worker_devices", ())
     cpus = [d for d in devices if tf.DeviceSpec.from_string(d).device_type == "CPU"]
     return len(cpus) > 1
@@ -518,7 +520,8 @@ class Distiller(keras.Model):
             labeled = ops.sum(ops.abs(ops.cast(labels, "float32")), axis=-1) > 0
             return labels, ops.cast(labeled, "float32")
         classes = student_logits.shape[-1]
-        if not labels.dtype.is_integer:
+        if not labels.dtype.is_integer or labels.dtype.is_unsigned:
+            # Unsigned labels (Fashion-MNIST's uint8) cannot hold UNLABELED.
             labels = ops.cast(labels, "int32")
         checks = [
             tf.debugging.assert_less(

@@ -435,6 +435,27 @@ class Distiller(keras.Model):
         self._check_global_batch_size(x, batch_size, "batch_size")
         return super().evaluate(x, y, batch_size, *args, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds the model from one distributed batch, reduced across
+        # replicas as a whole structure, which MultiWorkerMirroredStrategy
+        # rejects ("Attempt to convert a value (PerReplica...) to a Tensor";
+        # plain `keras.Model.fit` fails the same way). Only shapes and dtypes
+        # matter here, so one local replica's share of the batch will do.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, batches in iterator:
+                batch = next(batches)
+                break
+            else:
+                batch = None
+            strategy = self._distribute_strategy
+            data_batch = keras.tree.map_structure(
+                lambda value: strategy.experimental_local_results(value)[0]
+                if isinstance(value, tf.distribute.DistributedValues) else value,
+                batch,
+            )
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def _get_metrics_result_or_logs(self, logs):
         # The steps log a subset of `self.metrics` (evaluate has no
         # distillation terms; an unlabeled batch no metrics), and for such
@@ -631,7 +652,7 @@ class Distiller(keras.Model):
         self._update_student_metrics(labels, label_mask, student_logits, sample_weight)
         if labels is not None and self._compile_metrics is not None:
             logs.update(self._compile_metrics.result())
-        return logs
+        return self._step_logs(logs)
 
     def test_step(self, data):
         self._require_compiled()
@@ -653,6 +674,18 @@ class Distiller(keras.Model):
             self._update_student_metrics(labels, label_mask, student_logits, sample_weight)
         if self._compile_metrics is not None:
             logs.update(self._compile_metrics.result())
+        return self._step_logs(logs)
+
+    def _step_logs(self, logs: dict) -> dict:
+        """The step's logs, shaped for Keras's cross-replica reduction."""
+        strategy = tf.distribute.get_strategy()
+        in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+        if in_multi_worker_mode is not None and in_multi_worker_mode():
+            # Keras reduces step logs across workers with
+            # `strategy.reduce("MEAN", log, axis=0)`, which rejects scalars
+            # (plain `keras.Model.fit` fails there too). Epoch logs are read
+            # from the metrics' aggregated variables instead.
+            return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
         return logs
 
     def _update_student_metrics(self, labels, label_mask, student_logits, sample_weight):

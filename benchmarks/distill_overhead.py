@@ -35,23 +35,37 @@ from keras_kd import datasets, models  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "distill_overhead.md"
 
 
+def clocks():
+    return time.perf_counter(), time.process_time()
+
+
+def elapsed(start):
+    """(wall seconds, CPU seconds of this process) since `start`.
+
+    CPU time counts only this process's own work, so on a shared machine it
+    is far steadier than wall time.
+    """
+    wall, cpu = clocks()
+    return wall - start[0], cpu - start[1]
+
+
 class EpochTimer(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.times = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start = clocks()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
+        self.times.append(elapsed(self._start))
 
 
-def median_after_warmup(times):
-    return statistics.median(times[1:])
+def median_after_warmup(times, which):
+    return statistics.median(t[which] for t in times[1:])
 
 
-def time_student(x, y, batch_size, epochs, jit_compile):
+def compiled_student(jit_compile):
     keras.utils.set_random_seed(0)
     student = models.cnn_student()
     student.compile(
@@ -60,31 +74,27 @@ def time_student(x, y, batch_size, epochs, jit_compile):
         metrics=["accuracy"],
         jit_compile=jit_compile,
     )
-    timer = EpochTimer()
-    student.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False,
-                verbose=0, callbacks=[timer])
-    return timer.times
+    return student
 
 
-def time_teacher(teacher, x, batch_size, epochs):
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        teacher.predict(x, batch_size=batch_size, verbose=0)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def time_distiller(teacher, x, y, batch_size, epochs, jit_compile):
+def compiled_distiller(teacher, jit_compile):
     keras.utils.set_random_seed(0)
     distiller = keras_kd.Distiller(models.cnn_student(), teacher)
-    distiller.compile(
-        optimizer="adam", metrics=["accuracy"], jit_compile=jit_compile,
-    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"], jit_compile=jit_compile)
+    return distiller
+
+
+def fit_one_epoch(model, x, y, batch_size, epoch):
     timer = EpochTimer()
-    distiller.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False,
-                  verbose=0, callbacks=[timer])
-    return timer.times
+    model.fit(x, y, batch_size=batch_size, initial_epoch=epoch, epochs=epoch + 1,
+              shuffle=False, verbose=0, callbacks=[timer])
+    return timer.times[0]
+
+
+def predict_one_epoch(teacher, x, batch_size):
+    start = clocks()
+    teacher.predict(x, batch_size=batch_size, verbose=0)
+    return elapsed(start)
 
 
 def run(examples: int, batch_size: int, epochs: int):
@@ -96,15 +106,22 @@ def run(examples: int, batch_size: int, epochs: int):
         teacher = models.cnn_teacher()
         # predict() compiles like fit(): the same jit_compile setting.
         teacher.compile(jit_compile=jit_compile)
-        a_times = time_student(x, y, batch_size, epochs, jit_compile)
-        b_times = time_teacher(teacher, x, batch_size, epochs)
-        c_times = time_distiller(teacher, x, y, batch_size, epochs, jit_compile)
-        a, b, c = (median_after_warmup(t) for t in (a_times, b_times, c_times))
-        rows.append({
-            "xla": jit_compile, "a": a, "b": b, "c": c,
-            "c/(a+b)": c / (a + b), "c/a": c / a,
-        })
-        print(rows[-1], flush=True)
+        student = compiled_student(jit_compile)
+        distiller = compiled_distiller(teacher, jit_compile)
+        a_times, b_times, c_times = [], [], []
+        # Epoch by epoch in turn, so that a change in the machine's load
+        # hits (a), (b) and (c) alike.
+        for epoch in range(epochs):
+            a_times.append(fit_one_epoch(student, x, y, batch_size, epoch))
+            b_times.append(predict_one_epoch(teacher, x, batch_size))
+            c_times.append(fit_one_epoch(distiller, x, y, batch_size, epoch))
+        for which, clock in enumerate(("wall", "CPU")):
+            a, b, c = (median_after_warmup(t, which) for t in (a_times, b_times, c_times))
+            rows.append({
+                "xla": jit_compile, "clock": clock, "a": a, "b": b, "c": c,
+                "c/(a+b)": c / (a + b), "c/a": c / a,
+            })
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -122,11 +139,13 @@ def table(rows, examples, batch_size, epochs) -> str:
         "weights do not change the cost) and `cnn_student()` "
         f"({models.cnn_student().count_params():,} parameters), Adam.",
         f"- Times are seconds per epoch: the median of {epochs - 1} timed "
-        "epochs after one warm-up epoch (tracing, XLA compilation).",
+        "epochs after one warm-up epoch (tracing, XLA compilation), as wall "
+        "time and as the CPU time of the benchmark process (all its threads; "
+        "steadier than wall time when other jobs share the machine).",
         "- (a) `student.fit`; (b) `teacher.predict` over the same images "
         "(the teacher's forward pass alone); (c) `Distiller.fit` with the "
-        "live teacher. The three run one after another in one process, "
-        "with the same `jit_compile` setting.",
+        "live teacher. The three run in one process, with the same "
+        "`jit_compile` setting, taking turns epoch by epoch.",
         f"- Machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, no GPU; TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}. The machine is shared with other jobs "
@@ -134,13 +153,13 @@ def table(rows, examples, batch_size, epochs) -> str:
         "- GPU: no GPU machine was lent to this task, so there are no GPU, "
         "mixed-precision speed-up or multi-GPU figures here.",
         "",
-        "| XLA (`jit_compile`) | (a) student.fit | (b) teacher forward | "
+        "| XLA (`jit_compile`) | clock | (a) student.fit | (b) teacher forward | "
         "(c) Distiller.fit | c / (a + b) | c / a |",
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['xla']} | {row['a']:.2f} s | {row['b']:.2f} s | "
+            f"| {row['xla']} | {row['clock']} | {row['a']:.2f} s | {row['b']:.2f} s | "
             f"{row['c']:.2f} s | {row['c/(a+b)']:.2f} | {row['c/a']:.2f} |"
         )
     lines += [
@@ -158,7 +177,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=3,
+    parser.add_argument("--epochs", type=int, default=4,
                         help="epochs per run, the first one a warm-up")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -149,7 +149,7 @@ def table(rows, examples, batch_size, epochs) -> str:
         f"- Machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, no GPU; TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}. The machine is shared with other jobs "
-        "and noisy: expect differences of 10-20% between runs.",
+        "and was heavily loaded (load average about 20 on 2 cores) during this run, so the wall times are mostly waiting for the CPU; read the CPU rows.",
         "- GPU: no GPU machine was lent to this task, so there are no GPU, "
         "mixed-precision speed-up or multi-GPU figures here.",
         "",

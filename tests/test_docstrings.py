@@ -12,6 +12,10 @@ MODULES = [
     "keras_kd.models",
     "keras_kd.datasets",
     "keras_kd.demo",
+    "keras_kd.features",
+    "keras_kd.schedules",
+    "keras_kd.callbacks",
+    "keras_kd.export",
 ]
 
 

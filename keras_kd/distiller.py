@@ -106,6 +106,80 @@ def _replica_sum(values):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
 
 
+def _variable_strategy(variable):
+    """The strategy whose scope created `variable`; `None` for a plain one."""
+    value = getattr(variable, "value", variable)
+    if isinstance(value, tf.distribute.DistributedValues):
+        return value._distribute_strategy
+    return None
+
+
+def _check_same_strategy(model: keras.Model, role: str, strategy) -> None:
+    """Raises unless `model`'s variables fit a distiller made under `strategy`.
+
+    A student must be built under the distiller's strategy: the optimizer
+    updates its variables replica by replica. A frozen teacher may also be a
+    plain model (each replica reads it), but not one that belongs to another
+    strategy.
+    """
+    multi_replica = strategy is not None and strategy.num_replicas_in_sync > 1
+    for variable in model.variables:
+        owner = _variable_strategy(variable)
+        if owner is strategy or (owner is None and (role != "student" or not multi_replica)):
+            continue
+        where = "outside any strategy scope" if owner is None else (
+            f"under `{type(owner).__name__}.scope()`"
+            + (" of another strategy object" if strategy is not None else "")
+        )
+        made = "outside any strategy scope" if strategy is None else (
+            f"under `{type(strategy).__name__}.scope()`"
+        )
+        raise ValueError(
+            f"The {role} {model.name!r} was built {where}, but the distiller "
+            f"was created {made}. Create the student, the teachers, the "
+            "distiller and its optimizer all inside the same "
+            "`strategy.scope()`, e.g.\n"
+            "    with strategy.scope():\n"
+            "        student = make_student(); teacher = load_teacher()\n"
+            "        distiller = Distiller(student, teacher)\n"
+            "        distiller.compile(optimizer='adam')\n"
+            f"Received: {role} variable {variable.path!r} from {where}."
+        )
+
+
+def _static_batch_size(x, batch_size) -> Optional[int]:
+    """The global batch size of `fit`/`evaluate` input, when it is known."""
+    if isinstance(x, tf.data.Dataset):
+        spec = tf.nest.flatten(x.element_spec)[0]
+        if getattr(spec, "shape", None) is not None and spec.shape.rank:
+            if spec.shape[0] is not None:
+                return int(spec.shape[0])
+        try:
+            # tf.data's own helper, used by tf.distribute to rebatch input.
+            from tensorflow.python.data.experimental.ops import distribute
+            size = int(distribute.compute_batch_size(x))
+        except Exception:  # an input it cannot analyse: nothing to check
+            return None
+        return size if size > 0 else None
+    if batch_size is not None:
+        return int(batch_size)
+    return None
+
+
+def _xla_unsupported(strategy) -> bool:
+    """True for a strategy whose replicas share one host's CPUs.
+
+    XLA-compiled steps cannot read variables placed on another logical CPU
+    device (TensorFlow's "tf.Variable on a different device" XLA limitation),
+    so plain Keras fails the same way there.
+    """
+    if strategy.num_replicas_in_sync < 2:
+        return False
+    devices = getattr(strategy.extended, "worker_devices", ())
+    cpus = [d for d in devices if tf.DeviceSpec.from_string(d).device_type == "CPU"]
+    return len(cpus) > 1
+
+
 @keras.saving.register_keras_serializable(package="keras_kd")
 class Distiller(keras.Model):
     """Trains a student model from one or several frozen teachers.
@@ -221,6 +295,11 @@ class Distiller(keras.Model):
         for model in teachers:
             # Freezing also keeps BatchNormalization in inference mode.
             model.trainable = False
+        # A mismatch would fail deep inside the optimizer or train silently
+        # on one replica; say so here instead.
+        _check_same_strategy(student, "student", self._distribute_strategy)
+        for model in teachers:
+            _check_same_strategy(model, "teacher", self._distribute_strategy)
         self.student = student
         self.teachers = teachers
         self.terms = []
@@ -320,6 +399,17 @@ class Distiller(keras.Model):
                 self._compile_metrics = _LabelMaskedMetrics(
                     metrics, weighted_metrics, output_names=self._compile_metrics.output_names
                 )
+        if self.jit_compile and _xla_unsupported(self.distribute_strategy):
+            warnings.warn(
+                "jit_compile=True is not supported with several replicas on "
+                "CPU devices (XLA cannot read a variable placed on another "
+                "device). Proceeding with jit_compile=False. Received: "
+                f"jit_compile={jit_compile!r} under "
+                f"{type(self.distribute_strategy).__name__} with "
+                f"{self.distribute_strategy.num_replicas_in_sync} replicas.",
+                stacklevel=2,
+            )
+            self.jit_compile = False
         # clear() untracks the terms of an earlier compile, so that saving
         # and `trainable_weights` only see the current ones.
         self.terms.clear()
@@ -388,6 +478,56 @@ class Distiller(keras.Model):
         self._require_compiled()
         self.terms[1].temperature = value
 
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._check_global_batch_size(x, batch_size, "batch_size")
+        return super().evaluate(x, y, batch_size, *args, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds the model from one distributed batch, reduced across
+        # replicas as a whole structure, which MultiWorkerMirroredStrategy
+        # rejects ("Attempt to convert a value (PerReplica...) to a Tensor";
+        # plain `keras.Model.fit` fails the same way). Only shapes and dtypes
+        # matter here, so one local replica's share of the batch will do.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, batches in iterator:
+                batch = next(batches)
+                break
+            else:
+                batch = None
+            strategy = self._distribute_strategy
+            data_batch = keras.tree.map_structure(
+                lambda value: strategy.experimental_local_results(value)[0]
+                if isinstance(value, tf.distribute.DistributedValues) else value,
+                batch,
+            )
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _get_metrics_result_or_logs(self, logs):
+        # The steps log a subset of `self.metrics` (evaluate has no
+        # distillation terms; an unlabeled batch no metrics), and for such
+        # logs Keras falls back to the last step's values, which under
+        # tf.distribute are per-replica results averaged over replicas:
+        # wrong when the replicas' shares differ (an uneven last batch).
+        # The metrics' variables are aggregated across replicas instead.
+        results = self.get_metrics_result()
+        if isinstance(logs, dict) and logs and set(logs) <= set(results):
+            return {name: results[name] for name in logs}
+        return super()._get_metrics_result_or_logs(logs)
+
+    def _check_global_batch_size(self, x, batch_size, argument: str) -> None:
+        """Every replica needs examples: the global batch is split among them."""
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        size = _static_batch_size(x, batch_size)
+        if replicas > 1 and size is not None and size < replicas:
+            source = "the dataset's batches" if isinstance(x, tf.data.Dataset) else argument
+            raise ValueError(
+                f"The global batch size must be at least the number of "
+                f"replicas ({replicas}), since each replica trains on its "
+                f"share of the batch. Received: {source}={size}. Use a batch "
+                f"size that is a multiple of {replicas}."
+            )
+
     def _require_compiled(self) -> "Distiller":
         if not self.terms:
             raise RuntimeError(
@@ -395,14 +535,15 @@ class Distiller(keras.Model):
             )
         return self
 
-    def fit(self, x=None, y=None, *args, **kwargs):
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._check_global_batch_size(x, batch_size, "batch_size")
         # Labels given as arrays are checked here, on the host, once: the
         # in-graph check cannot raise under XLA (jit_compile=True).
         self._check_label_array(y, "y")
         validation_data = kwargs.get("validation_data")
         if isinstance(validation_data, (tuple, list)) and len(validation_data) > 1:
             self._check_label_array(validation_data[1], "validation_data")
-        return super().fit(x, y, *args, **kwargs)
+        return super().fit(x, y, batch_size, *args, **kwargs)
 
     def _check_label_array(self, labels, argument: str) -> None:
         classes = _output_classes(self.student)
@@ -686,7 +827,7 @@ class Distiller(keras.Model):
         self._update_student_metrics(labels, label_mask, student_logits, sample_weight)
         if labels is not None and self._compile_metrics is not None:
             logs.update(self._compile_metrics.result())
-        return logs
+        return self._step_logs(logs)
 
     def test_step(self, data):
         self._require_compiled()
@@ -708,6 +849,18 @@ class Distiller(keras.Model):
             self._update_student_metrics(labels, label_mask, student_logits, sample_weight)
         if self._compile_metrics is not None:
             logs.update(self._compile_metrics.result())
+        return self._step_logs(logs)
+
+    def _step_logs(self, logs: dict) -> dict:
+        """The step's logs, shaped for Keras's cross-replica reduction."""
+        strategy = tf.distribute.get_strategy()
+        in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+        if in_multi_worker_mode is not None and in_multi_worker_mode():
+            # Keras reduces step logs across workers with
+            # `strategy.reduce("MEAN", log, axis=0)`, which rejects scalars
+            # (plain `keras.Model.fit` fails there too). Epoch logs are read
+            # from the metrics' aggregated variables instead.
+            return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
         return logs
 
     def get_metrics_result(self) -> dict:

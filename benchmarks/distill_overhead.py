@@ -1,0 +1,194 @@
+"""How much does the Distiller add beyond the two models' own work?
+
+Side by side in one run, on the same batches of Fashion-MNIST:
+(a) plain `student.fit`, (b) the teacher's forward pass alone
+(`teacher.predict`), (c) `Distiller.fit` with the live teacher.
+Reports the per-epoch time (median of the timed epochs, after one warm-up
+epoch that includes tracing/compilation) and the ratios `c / (a + b)`
+(target <= 1.10) and `c / a`, with XLA off and on.
+
+    python benchmarks/distill_overhead.py            # writes the results file
+    python benchmarks/distill_overhead.py --examples 2048 --epochs 2  # quick
+
+The models are `keras_kd.models.cnn_teacher()` and `cnn_student()`; the
+teacher is untrained (its weights do not change the cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_kd  # noqa: E402
+from keras_kd import datasets, models  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "distill_overhead.md"
+
+
+def clocks():
+    return time.perf_counter(), time.process_time()
+
+
+def elapsed(start):
+    """(wall seconds, CPU seconds of this process) since `start`.
+
+    CPU time counts only this process's own work, so on a shared machine it
+    is far steadier than wall time.
+    """
+    wall, cpu = clocks()
+    return wall - start[0], cpu - start[1]
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = clocks()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(elapsed(self._start))
+
+
+def median_after_warmup(times, which):
+    return statistics.median(t[which] for t in times[1:])
+
+
+def compiled_student(jit_compile):
+    keras.utils.set_random_seed(0)
+    student = models.cnn_student()
+    student.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return student
+
+
+def compiled_distiller(teacher, jit_compile):
+    keras.utils.set_random_seed(0)
+    distiller = keras_kd.Distiller(models.cnn_student(), teacher)
+    distiller.compile(optimizer="adam", metrics=["accuracy"], jit_compile=jit_compile)
+    return distiller
+
+
+def fit_one_epoch(model, x, y, batch_size, epoch):
+    timer = EpochTimer()
+    model.fit(x, y, batch_size=batch_size, initial_epoch=epoch, epochs=epoch + 1,
+              shuffle=False, verbose=0, callbacks=[timer])
+    return timer.times[0]
+
+
+def predict_one_epoch(teacher, x, batch_size):
+    start = clocks()
+    teacher.predict(x, batch_size=batch_size, verbose=0)
+    return elapsed(start)
+
+
+def run(examples: int, batch_size: int, epochs: int):
+    (x, y), _ = datasets.load_fashion_mnist()
+    x, y = x[:examples], y[:examples]
+    rows = []
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(0)
+        teacher = models.cnn_teacher()
+        # predict() compiles like fit(): the same jit_compile setting.
+        teacher.compile(jit_compile=jit_compile)
+        student = compiled_student(jit_compile)
+        distiller = compiled_distiller(teacher, jit_compile)
+        a_times, b_times, c_times = [], [], []
+        # Epoch by epoch in turn, so that a change in the machine's load
+        # hits (a), (b) and (c) alike.
+        for epoch in range(epochs):
+            a_times.append(fit_one_epoch(student, x, y, batch_size, epoch))
+            b_times.append(predict_one_epoch(teacher, x, batch_size))
+            c_times.append(fit_one_epoch(distiller, x, y, batch_size, epoch))
+        for which, clock in enumerate(("wall", "CPU")):
+            a, b, c = (median_after_warmup(t, which) for t in (a_times, b_times, c_times))
+            rows.append({
+                "xla": jit_compile, "clock": clock, "a": a, "b": b, "c": c,
+                "c/(a+b)": c / (a + b), "c/a": c / a,
+            })
+            print(rows[-1], flush=True)
+    return rows
+
+
+def table(rows, examples, batch_size, epochs) -> str:
+    lines = [
+        "# Distillation overhead: `Distiller.fit` vs the two models' own work",
+        "",
+        "Produced by `python benchmarks/distill_overhead.py "
+        f"--examples {examples} --batch-size {batch_size} --epochs {epochs}`.",
+        "",
+        f"- Data: the first {examples} Fashion-MNIST training images, batch "
+        f"size {batch_size}, `shuffle=False`; every run sees the same batches.",
+        f"- Models: `keras_kd.models.cnn_teacher()` "
+        f"({models.cnn_teacher().count_params():,} parameters, untrained: "
+        "weights do not change the cost) and `cnn_student()` "
+        f"({models.cnn_student().count_params():,} parameters), Adam.",
+        f"- Times are seconds per epoch: the median of {epochs - 1} timed "
+        "epochs after one warm-up epoch (tracing, XLA compilation), as wall "
+        "time and as the CPU time of the benchmark process (all its threads; "
+        "steadier than wall time when other jobs share the machine).",
+        "- (a) `student.fit`; (b) `teacher.predict` over the same images "
+        "(the teacher's forward pass alone); (c) `Distiller.fit` with the "
+        "live teacher. The three run in one process, with the same "
+        "`jit_compile` setting, taking turns epoch by epoch.",
+        f"- Machine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, no GPU; TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}. The machine is shared with other jobs "
+        "and was heavily loaded (load average about 20 on 2 cores) during this run, so the wall times are mostly waiting for the CPU; read the CPU rows.",
+        "- GPU: no GPU machine was lent to this task, so there are no GPU, "
+        "mixed-precision speed-up or multi-GPU figures here.",
+        "",
+        "| XLA (`jit_compile`) | clock | (a) student.fit | (b) teacher forward | "
+        "(c) Distiller.fit | c / (a + b) | c / a |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['xla']} | {row['clock']} | {row['a']:.2f} s | {row['b']:.2f} s | "
+            f"{row['c']:.2f} s | {row['c/(a+b)']:.2f} | {row['c/a']:.2f} |"
+        )
+    lines += [
+        "",
+        "Target: `c / (a + b) <= 1.10`, i.e. the distiller adds little beyond "
+        "training the student and running the teacher. `c / a` is what a live "
+        "teacher costs over training the student alone; caching the teacher's "
+        "outputs removes (b).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=4,
+                        help="epochs per run, the first one a warm-up")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error(f"--epochs must be at least 2 (one warm-up). Received: {args.epochs}.")
+    rows = run(args.examples, args.batch_size, args.epochs)
+    text = table(rows, args.examples, args.batch_size, args.epochs)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,17 +10,25 @@ from keras_kd.distiller import Distiller
 from keras_kd.losses import DistillationKLDivergence
 from keras_kd.losses import distillation_kl_divergence
 from keras_kd.losses import soft_targets_log_probabilities
+from keras_kd.terms import AttentionTransfer
+from keras_kd.terms import DecoupledKD
 from keras_kd.terms import DistillationTerm
+from keras_kd.terms import FeatureTerm
 from keras_kd.terms import HardLabelLoss
+from keras_kd.terms import HintLoss
 from keras_kd.terms import HintonKD
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionTransfer",
+    "DecoupledKD",
     "Distiller",
     "DistillationKLDivergence",
     "DistillationTerm",
+    "FeatureTerm",
     "HardLabelLoss",
+    "HintLoss",
     "HintonKD",
     "INPUTS_KEY",
     "TEACHER_LOGITS_KEY",

@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras import ops
 from keras.src.saving import serialization_lib
 
+from keras_kd import features as features_lib
 from keras_kd import losses
 from keras_kd import terms as terms_lib
 
@@ -56,6 +57,18 @@ def _output_classes(model: keras.Model) -> Optional[int]:
     if isinstance(shape, list):
         return None
     return shape[-1] if shape else None
+
+
+class _FeatureExtractors:
+    """The feature extractors of a compiled distiller.
+
+    A plain object, so that Keras does not track the extractors: they share
+    the models' weights and must not be saved or counted a second time.
+    """
+
+    def __init__(self, student=None, student_names=(), teacher=None, teacher_names=()):
+        self.student, self.student_names = student, tuple(student_names)
+        self.teacher, self.teacher_names = teacher, tuple(teacher_names)
 
 
 def _replica_sum(values):
@@ -181,6 +194,7 @@ class Distiller(keras.Model):
         self.teachers = teachers
         self.terms = []
         self._term_trackers = []
+        self._feature_extractors = _FeatureExtractors()
         # The distiller owns no weights of its own: it is built when its
         # models are (always, for models made with `keras.Input`).
         if all(model.built for model in (student, *teachers)):
@@ -296,6 +310,7 @@ class Distiller(keras.Model):
                 f"{names}. ('student_loss' and 'distillation_loss' are "
                 "taken by the terms `compile` builds.)"
             )
+        self._build_feature_extractors()
         self._term_trackers.clear()
         self._term_trackers.extend(keras.metrics.Mean(name=name) for name in names)
         self._compile_config = serialization_lib.SerializableDict(
@@ -345,6 +360,57 @@ class Distiller(keras.Model):
         return self
 
     # ----------------------------------------------------------------- the step
+
+    def _build_feature_extractors(self) -> None:
+        """Builds, once per compile, the models that return named features."""
+        student_names = terms_lib._unique(
+            n for term in self.terms for n in term.student_feature_names
+        )
+        teacher_names = terms_lib._unique(
+            n for term in self.terms for n in term.teacher_feature_names
+        )
+        if teacher_names and len(self.teachers) != 1:
+            raise ValueError(
+                f"Terms that compare the teacher's features {list(teacher_names)} "
+                "need exactly one live teacher model. Received: "
+                + ("teacher=None (cached logits carry no features)."
+                   if not self.teachers else f"{len(self.teachers)} teachers.")
+            )
+        student = teacher = None
+        if student_names:
+            student = features_lib.feature_extractor(self.student, student_names, "student")
+        if teacher_names:
+            teacher = features_lib.feature_extractor(self.teachers[0], teacher_names, "teacher")
+        self._feature_extractors = _FeatureExtractors(
+            student, student_names, teacher, teacher_names
+        )
+        if student_names or teacher_names:
+            student_shapes = features_lib.feature_shapes(student, student_names) if student else {}
+            teacher_shapes = features_lib.feature_shapes(teacher, teacher_names) if teacher else {}
+            for term in self.terms:
+                term.build_features(student_shapes, teacher_shapes)
+
+    def _student_outputs(self, student_inputs, training: bool):
+        """`(logits, {layer_name: features})` of the student."""
+        extractor = self._feature_extractors
+        if extractor.student is None:
+            return self.student(student_inputs, training=training), {}
+        outputs = extractor.student(student_inputs, training=training)
+        return outputs[0], dict(zip(extractor.student_names, outputs[1:]))
+
+    def _teacher_features(self, student_inputs, cached_logits):
+        """`(teacher logits list, {layer_name: features})` for this batch."""
+        extractor = self._feature_extractors
+        if extractor.teacher is None:
+            return self._teacher_logits(student_inputs, cached_logits), {}
+        outputs = extractor.teacher(student_inputs, training=False)
+        features = {
+            name: ops.stop_gradient(value)
+            for name, value in zip(extractor.teacher_names, outputs[1:])
+        }
+        if cached_logits is None:
+            cached_logits = [outputs[0]]
+        return self._teacher_logits(student_inputs, cached_logits), features
 
     def _split_inputs(self, inputs):
         """Separates student inputs from precomputed teacher logits."""
@@ -397,7 +463,8 @@ class Distiller(keras.Model):
             labeled = ops.sum(ops.abs(ops.cast(labels, "float32")), axis=-1) > 0
             return labels, ops.cast(labeled, "float32")
         classes = student_logits.shape[-1]
-        if not labels.dtype.is_integer:
+        if not labels.dtype.is_integer or labels.dtype.is_unsigned:
+            # Unsigned labels (uint8 from image datasets) cannot hold -1.
             labels = ops.cast(labels, "int32")
         checks = [
             tf.debugging.assert_less(
@@ -423,7 +490,8 @@ class Distiller(keras.Model):
         return safe_labels, ops.cast(labeled, "float32")
 
     def _compute_terms(
-        self, terms, student_logits, teacher_logits, labels, label_mask, sample_weight
+        self, terms, student_logits, teacher_logits, labels, label_mask, sample_weight,
+        student_features=None, teacher_features=None,
     ):
         """Averages each term over the *global* batch and adds them up.
 
@@ -447,6 +515,8 @@ class Distiller(keras.Model):
                 student_logits,
                 teacher_logits,
                 labels=labels if term.requires_labels else None,
+                student_features=student_features,
+                teacher_features=teacher_features,
             )
             weight, count = example_weight, batch_size
             if term.requires_labels:
@@ -477,20 +547,59 @@ class Distiller(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss_share + regularization / replicas, total + regularization
 
+    def _forward(self, x, y, sample_weight, training: bool):
+        """Runs the models and the terms on one batch.
+
+        Returns `(student_logits, labels, label_mask, loss_share, total,
+        term_means)`; see `_compute_terms`.
+        """
+        student_inputs, cached_logits = self._split_inputs(x)
+        teacher_logits, teacher_features = self._teacher_features(
+            student_inputs, cached_logits
+        )
+        student_logits, student_features = self._student_outputs(
+            student_inputs, training=training
+        )
+        self._check_shapes(student_logits, teacher_logits)
+        labels, label_mask = self._prepare_labels(y, student_logits)
+        loss_share, total, term_means = self._compute_terms(
+            self.terms, student_logits, teacher_logits, labels, label_mask,
+            sample_weight, student_features, teacher_features,
+        )
+        loss_share, total = self._add_regularization(loss_share, total)
+        return student_logits, labels, label_mask, loss_share, total, term_means
+
+    def term_losses(self, x, y=None, sample_weight=None, training: bool = False) -> dict:
+        """Each term's mean value on one batch, before its `loss_weight`.
+
+        Computed exactly as in a training step (same teachers, features and
+        reductions), but without updating anything; differentiable, so
+        `keras_kd.callbacks.GradientNormBalancer` takes per-term gradients
+        of it. Terms that need labels are left out when `y` is `None`.
+
+        Example:
+
+        >>> import numpy as np, keras
+        >>> model = lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> distiller = Distiller(student=model(), teacher=model())
+        >>> distiller.compile(alpha=0.5)
+        >>> values = distiller.term_losses(np.ones((2, 4), "float32"), np.array([0, 1]))
+        >>> sorted(values)
+        ['distillation_loss', 'student_loss']
+        """
+        self._require_compiled()
+        x = keras.tree.map_structure(ops.convert_to_tensor, x)
+        if y is not None:
+            y = ops.convert_to_tensor(y)
+        return self._forward(x, y, sample_weight, training)[-1]
+
     def train_step(self, data):
         self._require_compiled()
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        student_inputs, cached_logits = self._split_inputs(x)
-        teacher_logits = self._teacher_logits(student_inputs, cached_logits)
         with tf.GradientTape() as tape:
-            student_logits = self.student(student_inputs, training=True)
-            self._check_shapes(student_logits, teacher_logits)
-            labels, label_mask = self._prepare_labels(y, student_logits)
-            loss_share, total, term_means = self._compute_terms(
-                self.terms, student_logits, teacher_logits, labels, label_mask,
-                sample_weight,
+            student_logits, labels, label_mask, loss_share, total, term_means = (
+                self._forward(x, y, sample_weight, training=True)
             )
-            loss_share, total = self._add_regularization(loss_share, total)
             scaled_loss = self.optimizer.scale_loss(loss_share)
         trainable_weights = self.trainable_weights
         gradients = tape.gradient(scaled_loss, trainable_weights)

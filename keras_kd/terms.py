@@ -103,6 +103,15 @@ class DistillationTerm(keras.layers.Layer):
         """Names of the teacher layers whose outputs this term needs."""
         return ()
 
+    def build_features(self, student_feature_shapes: dict, teacher_feature_shapes: dict) -> None:
+        """Creates state that depends on the feature shapes (e.g. adapters).
+
+        The `Distiller` calls it once, in `compile`, with dicts
+        `{layer_name: shape}` (shapes include the batch axis) for the names in
+        `student_feature_names` / `teacher_feature_names`. It raises a
+        `ValueError` when the term cannot work with those shapes.
+        """
+
     def call(
         self,
         student_logits,
@@ -126,8 +135,40 @@ class DistillationTerm(keras.layers.Layer):
         return config
 
 
+class _TemperedTerm(DistillationTerm):
+    """A term with a softmax temperature held in a variable, so that a
+    callback (`keras_kd.callbacks.TemperatureScheduler`) can change it
+    without retracing the step."""
+
+    def __init__(self, temperature: float = 4.0, loss_weight: float = 1.0, name=None, **kwargs):
+        super().__init__(loss_weight=loss_weight, name=name, **kwargs)
+        self._temperature = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(
+                losses.validate_temperature(temperature)
+            ),
+            trainable=False,
+            dtype="float32",
+            name="temperature",
+        )
+
+    @property
+    def temperature(self):
+        """The softmax temperature (a scalar variable)."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature.assign(losses.validate_temperature(value))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["temperature"] = float(ops.convert_to_numpy(self._temperature))
+        return config
+
+
 @keras.saving.register_keras_serializable(package="keras_kd")
-class HintonKD(DistillationTerm):
+class HintonKD(_TemperedTerm):
     """Hinton et al. (2015)'s soft-target term.
 
     `T**2 * KL(p || softmax(student_logits / T))`, where `p` is the teacher's
@@ -165,7 +206,9 @@ class HintonKD(DistillationTerm):
         name: str = "distillation_loss",
         **kwargs,
     ):
-        super().__init__(loss_weight=loss_weight, name=name, **kwargs)
+        super().__init__(
+            temperature=temperature, loss_weight=loss_weight, name=name, **kwargs
+        )
         if teacher_reduction not in losses.TEACHER_REDUCTIONS:
             raise ValueError(
                 f"`teacher_reduction` must be one of {losses.TEACHER_REDUCTIONS}. "
@@ -179,24 +222,6 @@ class HintonKD(DistillationTerm):
         self._per_example_loss_fn = (
             None if self.loss_fn is None else losses.with_no_reduction(self.loss_fn)
         )
-        self._temperature = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(
-                losses.validate_temperature(temperature)
-            ),
-            trainable=False,
-            dtype="float32",
-            name="temperature",
-        )
-
-    @property
-    def temperature(self):
-        """The softmax temperature (a scalar variable)."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        self._temperature.assign(losses.validate_temperature(value))
 
     def call(
         self,
@@ -227,7 +252,6 @@ class HintonKD(DistillationTerm):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
-            temperature=float(ops.convert_to_numpy(self._temperature)),
             loss_fn=keras.saving.serialize_keras_object(self.loss_fn),
             teacher_weights=self.teacher_weights,
             teacher_reduction=self.teacher_reduction,
@@ -309,6 +333,428 @@ class HardLabelLoss(DistillationTerm):
         config = dict(config)
         config["loss_fn"] = keras.saving.deserialize_keras_object(config.get("loss_fn"))
         return cls(**config)
+
+
+def _feature_pairs_from_arguments(student_layer, teacher_layer, feature_pairs, term: str) -> list:
+    """Normalises the two ways of naming feature pairs to `[(student, teacher)]`."""
+    single = student_layer is not None or teacher_layer is not None
+    if single and feature_pairs is not None:
+        raise ValueError(
+            f"{term}: pass either `student_layer` and `teacher_layer`, or "
+            f"`feature_pairs`, not both. Received: student_layer={student_layer!r}, "
+            f"teacher_layer={teacher_layer!r}, feature_pairs={feature_pairs!r}."
+        )
+    if single:
+        if student_layer is None or teacher_layer is None:
+            raise ValueError(
+                f"{term}: `student_layer` and `teacher_layer` go together. "
+                f"Received: student_layer={student_layer!r}, "
+                f"teacher_layer={teacher_layer!r}."
+            )
+        feature_pairs = [(student_layer, teacher_layer)]
+    if feature_pairs is None:
+        raise ValueError(
+            f"{term} needs the layers to match, e.g. "
+            "`student_layer='block2', teacher_layer='block2'` or "
+            "`feature_pairs={'student_block2': 'teacher_block3'}`. Received none."
+        )
+    items = feature_pairs.items() if isinstance(feature_pairs, dict) else feature_pairs
+    pairs = []
+    for item in items:
+        if (
+            not isinstance(item, (list, tuple))
+            or len(item) != 2
+            or not all(isinstance(n, str) and n for n in item)
+        ):
+            raise TypeError(
+                f"{term}: `feature_pairs` must be a dict `{{student_layer: "
+                "teacher_layer}` or a list of `(student_layer, teacher_layer)` "
+                f"name pairs. Received: feature_pairs={feature_pairs!r}."
+            )
+        pairs.append((item[0], item[1]))
+    if not pairs:
+        raise ValueError(
+            f"{term}: `feature_pairs` must name at least one pair of layers. "
+            f"Received: feature_pairs={feature_pairs!r}."
+        )
+    return pairs
+
+
+def _unique(names) -> tuple:
+    return tuple(dict.fromkeys(names))
+
+
+class FeatureTerm(DistillationTerm):
+    """Base of the terms that compare intermediate features, layer by layer.
+
+    The features are chosen by layer name, either one pair
+    (`student_layer=..., teacher_layer=...`) or several
+    (`feature_pairs={student_layer: teacher_layer, ...}` or a list of
+    pairs); the term's value is the sum over the pairs of
+    `pair_loss(teacher_feature, student_feature, index)`.
+    """
+
+    def __init__(
+        self,
+        student_layer: Optional[str] = None,
+        teacher_layer: Optional[str] = None,
+        feature_pairs=None,
+        loss_weight: float = 1.0,
+        name: Optional[str] = None,
+        **kwargs,
+    ):
+        super().__init__(loss_weight=loss_weight, name=name, **kwargs)
+        self.feature_pairs = _feature_pairs_from_arguments(
+            student_layer, teacher_layer, feature_pairs, type(self).__name__
+        )
+
+    @property
+    def student_feature_names(self) -> Sequence[str]:
+        return _unique(student for student, _ in self.feature_pairs)
+
+    @property
+    def teacher_feature_names(self) -> Sequence[str]:
+        return _unique(teacher for _, teacher in self.feature_pairs)
+
+    def pair_loss(self, teacher_feature, student_feature, index: int):
+        raise NotImplementedError
+
+    def call(
+        self,
+        student_logits,
+        teacher_logits,
+        labels=None,
+        student_features=None,
+        teacher_features=None,
+    ):
+        if student_features is None or teacher_features is None:
+            raise ValueError(
+                f"{type(self).__name__} ({self.name!r}) needs the student's "
+                f"features {list(self.student_feature_names)} and the "
+                f"teacher's {list(self.teacher_feature_names)}; use it in a "
+                "`Distiller`, which extracts them, or pass `student_features` "
+                "and `teacher_features` as `{layer_name: tensor}` dicts."
+            )
+        total = None
+        for index, (student_name, teacher_name) in enumerate(self.feature_pairs):
+            value = self.pair_loss(
+                ops.stop_gradient(ops.cast(teacher_features[teacher_name], "float32")),
+                ops.cast(student_features[student_name], "float32"),
+                index,
+            )
+            total = value if total is None else total + value
+        return total
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["feature_pairs"] = [list(pair) for pair in self.feature_pairs]
+        return config
+
+
+def _shape_text(shape) -> str:
+    return str(tuple(shape))
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class HintLoss(FeatureTerm):
+    """FitNets hints (Romero et al., 2015): match the teacher's feature maps.
+
+    For each pair, a trainable adapter (a 1x1 convolution for image feature
+    maps, a dense layer otherwise) maps the student's features to the
+    teacher's number of channels, and the term is the mean squared error to
+    the teacher's features (`keras_kd.losses.feature_mean_squared_error`).
+    The adapters are built from the feature shapes when the `Distiller` is
+    compiled; they are weights of this term, trained together with the
+    student, and not part of the student (nor of its export).
+
+    Args:
+        student_layer, teacher_layer: Names of one pair of layers whose
+            outputs are matched.
+        feature_pairs: Instead, several pairs: `{student_layer:
+            teacher_layer}` or a list of `(student_layer, teacher_layer)`.
+        adapter: `"auto"` (default) builds an adapter for every pair;
+            `None` compares the features directly (their shapes must match).
+        loss_weight: The term's weight. Defaults to `1.0`.
+        name: Logged name. Defaults to `"hint_loss"`.
+
+    The spatial sizes of each pair must match (choose layers at the same
+    resolution); the channel counts may differ.
+
+    Example:
+
+    >>> import numpy as np
+    >>> term = HintLoss(student_layer="block2", teacher_layer="block2")
+    >>> term.build_features({"block2": (None, 7, 7, 16)},
+    ...                     {"block2": (None, 7, 7, 64)})
+    >>> s = {"block2": np.zeros((2, 7, 7, 16), "float32")}
+    >>> t = {"block2": np.ones((2, 7, 7, 64), "float32")}
+    >>> [float(v) for v in term(np.zeros((2, 3)), [], student_features=s,
+    ...                         teacher_features=t)]
+    [1.0, 1.0]
+    """
+
+    ADAPTERS = ("auto", None)
+
+    def __init__(
+        self,
+        student_layer: Optional[str] = None,
+        teacher_layer: Optional[str] = None,
+        feature_pairs=None,
+        adapter: Optional[str] = "auto",
+        loss_weight: float = 1.0,
+        name: str = "hint_loss",
+        **kwargs,
+    ):
+        super().__init__(
+            student_layer, teacher_layer, feature_pairs,
+            loss_weight=loss_weight, name=name, **kwargs,
+        )
+        if adapter not in self.ADAPTERS:
+            raise ValueError(
+                f"`adapter` must be one of {self.ADAPTERS}. Received: adapter={adapter!r}."
+            )
+        self.adapter = adapter
+        self.adapters = []
+        self._adapter_shapes = None
+
+    def build_features(self, student_feature_shapes: dict, teacher_feature_shapes: dict) -> None:
+        shapes = [
+            (tuple(student_feature_shapes[s]), tuple(teacher_feature_shapes[t]))
+            for s, t in self.feature_pairs
+        ]
+        if shapes == self._adapter_shapes:
+            return  # Already built for these shapes: keep the trained adapters.
+        adapters = []
+        for (student_name, teacher_name), (student_shape, teacher_shape) in zip(
+            self.feature_pairs, shapes
+        ):
+            problem = None
+            if len(student_shape) != len(teacher_shape):
+                problem = "their ranks differ"
+            elif student_shape[1:-1] != teacher_shape[1:-1]:
+                problem = (
+                    "their spatial sizes differ (an adapter maps channels, "
+                    "not positions)"
+                )
+            elif self.adapter is None and student_shape[-1] != teacher_shape[-1]:
+                problem = "their channels differ and `adapter=None`"
+            if problem is None and None in (student_shape[-1], teacher_shape[-1]):
+                problem = "their channel counts are unknown"
+            if problem:
+                raise ValueError(
+                    f"HintLoss ({self.name!r}) cannot map the student's "
+                    f"{student_name!r} features of shape {_shape_text(student_shape)} "
+                    f"to the teacher's {teacher_name!r} features of shape "
+                    f"{_shape_text(teacher_shape)}: {problem}. Pair layers "
+                    "with the same rank and spatial size (channels may differ)."
+                )
+            if self.adapter is None:
+                adapters.append(None)
+                continue
+            if len(student_shape) == 4:
+                layer = keras.layers.Conv2D(
+                    teacher_shape[-1], 1, dtype="float32",
+                    name=f"{self.name}_adapter_{len(adapters)}",
+                )
+            else:
+                # Acts on the last axis, like a 1x1 convolution.
+                layer = keras.layers.Dense(
+                    teacher_shape[-1], dtype="float32",
+                    name=f"{self.name}_adapter_{len(adapters)}",
+                )
+            layer.build(student_shape)
+            adapters.append(layer)
+        self.adapters = [a for a in adapters if a is not None]
+        self._adapter_by_pair = adapters
+        self._adapter_shapes = shapes
+
+    def call(
+        self,
+        student_logits,
+        teacher_logits,
+        labels=None,
+        student_features=None,
+        teacher_features=None,
+    ):
+        if self._adapter_shapes is None and student_features and teacher_features:
+            # Used on its own, outside a Distiller: build from the tensors.
+            self.build_features(
+                {s: student_features[s].shape for s in self.student_feature_names},
+                {t: teacher_features[t].shape for t in self.teacher_feature_names},
+            )
+        return super().call(
+            student_logits, teacher_logits, labels, student_features, teacher_features
+        )
+
+    def pair_loss(self, teacher_feature, student_feature, index: int):
+        adapter = self._adapter_by_pair[index]
+        if adapter is not None:
+            student_feature = adapter(student_feature)
+        return losses.feature_mean_squared_error(teacher_feature, student_feature)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["adapter"] = self.adapter
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class AttentionTransfer(FeatureTerm):
+    """Attention transfer (Zagoruyko & Komodakis, 2017).
+
+    Matches the normalised spatial attention maps `mean_c |f_c|**p` of the
+    paired feature maps (`keras_kd.losses.attention_transfer_distance`),
+    summed over the pairs. The channel counts may differ; the spatial sizes
+    of each pair must match. No parameters are learned.
+
+    The paper weighs the term by `beta / 2` with `beta = 1000` (with
+    per-position means, as here), so `loss_weight=500.0` reproduces it.
+
+    Args:
+        student_layer, teacher_layer: Names of one pair of layers.
+        feature_pairs: Instead, several pairs: `{student_layer:
+            teacher_layer}` or a list of `(student_layer, teacher_layer)`.
+        p: Exponent of the attention map. Defaults to `2`.
+        loss_weight: The term's weight. Defaults to `1.0`.
+        name: Logged name. Defaults to `"attention_transfer"`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> term = AttentionTransfer(student_layer="block1", teacher_layer="block1")
+    >>> f = {"block1": np.random.rand(2, 4, 4, 3).astype("float32")}
+    >>> g = {"block1": np.random.rand(2, 4, 4, 8).astype("float32")}
+    >>> term(np.zeros((2, 3)), [], student_features=f, teacher_features=g).shape
+    TensorShape([2])
+    """
+
+    def __init__(
+        self,
+        student_layer: Optional[str] = None,
+        teacher_layer: Optional[str] = None,
+        feature_pairs=None,
+        p: float = 2.0,
+        loss_weight: float = 1.0,
+        name: str = "attention_transfer",
+        **kwargs,
+    ):
+        super().__init__(
+            student_layer, teacher_layer, feature_pairs,
+            loss_weight=loss_weight, name=name, **kwargs,
+        )
+        p = float(p)
+        if not math.isfinite(p) or p <= 0:
+            raise ValueError(f"`p` must be a positive finite number. Received: p={p!r}.")
+        self.p = p
+
+    def build_features(self, student_feature_shapes: dict, teacher_feature_shapes: dict) -> None:
+        for student_name, teacher_name in self.feature_pairs:
+            student_shape = tuple(student_feature_shapes[student_name])
+            teacher_shape = tuple(teacher_feature_shapes[teacher_name])
+            if (
+                len(student_shape) < 3
+                or len(student_shape) != len(teacher_shape)
+                or student_shape[1:-1] != teacher_shape[1:-1]
+            ):
+                raise ValueError(
+                    f"AttentionTransfer ({self.name!r}) needs feature maps with "
+                    "the same spatial size. Received: the student's "
+                    f"{student_name!r} of shape {_shape_text(student_shape)} and "
+                    f"the teacher's {teacher_name!r} of shape "
+                    f"{_shape_text(teacher_shape)}. Pair layers at the same "
+                    "resolution, shaped `(batch, *spatial, channels)`."
+                )
+
+    def pair_loss(self, teacher_feature, student_feature, index: int):
+        return losses.attention_transfer_distance(teacher_feature, student_feature, self.p)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["p"] = self.p
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class DecoupledKD(_TemperedTerm):
+    """Decoupled knowledge distillation (Zhao et al., 2022, DKD).
+
+    `alpha * TCKD + beta * NCKD`: Hinton's KL divergence split into a
+    target-class part (the binary "true class vs. the rest" distributions)
+    and a non-target part (the distributions over the other classes), with
+    separate weights (see `keras_kd.losses.decoupled_kd_components`). It needs
+    the labels, so it is averaged over the labeled examples only.
+
+    The paper trains it next to the cross-entropy on the labels (weight 1)
+    with `alpha = 1`, `beta = 8`, `T = 4`, and warms the term's weight up
+    linearly over the first 20 epochs; do the same with
+    `keras_kd.callbacks.LossWeightScheduler("dkd", keras_kd.callbacks.WarmUp(20))`.
+
+    Args:
+        alpha: Weight of TCKD. Defaults to `1.0`.
+        beta: Weight of NCKD. Defaults to `8.0`.
+        temperature: Softmax temperature `T > 0` (a variable, so it can be
+            scheduled). Defaults to `4.0`.
+        teacher_weights: One weight per teacher; `None` for equal weights.
+        loss_weight: The term's weight. Defaults to `1.0`.
+        name: Logged name. Defaults to `"dkd"`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> term = DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0)
+    >>> t = np.array([[3.0, 1.0, 0.0]], dtype="float32")
+    >>> float(term(t, [t], labels=np.array([0]))[0])
+    0.0
+    """
+
+    requires_labels = True
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = 4.0,
+        teacher_weights: Optional[Sequence[float]] = None,
+        loss_weight: float = 1.0,
+        name: str = "dkd",
+        **kwargs,
+    ):
+        super().__init__(
+            temperature=temperature, loss_weight=loss_weight, name=name, **kwargs
+        )
+        self.alpha = _validate_loss_weight(alpha, "alpha")
+        self.beta = _validate_loss_weight(beta, "beta")
+        self.teacher_weights = (
+            None if teacher_weights is None else [float(w) for w in teacher_weights]
+        )
+
+    def call(
+        self,
+        student_logits,
+        teacher_logits,
+        labels=None,
+        student_features=None,
+        teacher_features=None,
+    ):
+        if labels is None:
+            raise ValueError(
+                "DecoupledKD needs the true labels: its target-class part is "
+                "defined by them. Received: labels=None."
+            )
+        return losses.decoupled_kd(
+            teacher_logits,
+            student_logits,
+            labels,
+            alpha=self.alpha,
+            beta=self.beta,
+            temperature=self._temperature.value,
+            teacher_weights=self.teacher_weights,
+        )
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(alpha=self.alpha, beta=self.beta, teacher_weights=self.teacher_weights)
+        return config
 
 
 def is_one_hot(labels, logits) -> bool:

@@ -38,12 +38,12 @@ class Budget:
 
     train_size: int = 10000
     test_size: int = 10000
-    teacher_epochs: int = 4
+    teacher_epochs: int = 6
     student_epochs: int = 8
     batch_size: int = 128
     augment: bool = True
     learning_rate: float = 1e-3
-    teacher_width: int = 32
+    teacher_width: int = 16
     cache_dir: Path = DEFAULT_CACHE_DIR
 
     def key(self) -> str:
@@ -153,6 +153,14 @@ def get_teacher(kind: str, seed: int, budget: Budget, data):
     directory.mkdir(parents=True, exist_ok=True)
     key = teacher_key(kind, seed, budget)
     path, info_path = directory / f"{key}.keras", directory / f"{key}.json"
+    marker = directory / f"{key}.training"
+    while not info_path.exists():
+        try:
+            # Another process training the same teacher: wait for it.
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            time.sleep(10)
     if path.exists() and info_path.exists():
         return keras.saving.load_model(path), json.loads(info_path.read_text())
     (x_train, y_train), _ = data
@@ -161,11 +169,36 @@ def get_teacher(kind: str, seed: int, budget: Budget, data):
     model = build_teacher(kind, budget)
     compile_classifier(model, budget)
     seconds = fit_by_views(model, x_train, y_train, budget.teacher_epochs, budget)
+    recalibrate_batch_norm(model, x_train)
     model.save(path)
     info = {"train_seconds": seconds, "params": int(model.count_params())}
     info_path.write_text(json.dumps(info))
+    marker.unlink(missing_ok=True)
     log(f"teacher {key} trained in {seconds:.0f}s")
     return model, info
+
+
+def recalibrate_batch_norm(model, images: np.ndarray, count: int = 2000) -> None:
+    """Sets BatchNormalization's moving statistics to those of `images`.
+
+    With a short schedule, Adam moves the (scale-invariant) convolution
+    weights faster than the moving averages follow, and a teacher that is
+    accurate in training mode can be close to chance in inference mode.
+    One pass with momentum 0 ("precise BN")
+    makes the inference statistics those of the final weights.
+    """
+    import keras
+
+    layers = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    if not layers:
+        return
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    # Dropout comes after the last BatchNormalization, so it does not matter.
+    model(images[:count], training=True)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
 
 
 def predict_logits(model, images: np.ndarray) -> np.ndarray:
@@ -188,7 +221,10 @@ def teacher_logits(kind: str, seed: int, budget: Budget, data, which) -> np.ndar
     start = time.perf_counter()
     logits = predict_logits(model, images)
     _add_cache_seconds(budget, time.perf_counter() - start)
-    np.save(path, logits)
+    # Written aside then renamed, as other processes may read the cache.
+    partial = path.with_suffix(f".{os.getpid()}.npy")
+    np.save(partial, logits)
+    os.replace(partial, path)
     return logits
 
 
@@ -196,10 +232,19 @@ def _cache_seconds_path(budget: Budget) -> Path:
     return Path(budget.cache_dir) / "logit_cache_seconds.json"
 
 
-def _add_cache_seconds(budget: Budget, seconds: float) -> None:
+def cache_seconds(budget: Budget) -> float:
+    """Seconds spent so far computing cached teacher logits."""
     path = _cache_seconds_path(budget)
-    total = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
-    path.write_text(json.dumps({"seconds": total + seconds}))
+    return json.loads(path.read_text())["seconds"] if path.exists() else 0.0
+
+
+def _add_cache_seconds(budget: Budget, seconds: float) -> None:
+    import fcntl
+
+    with open(Path(budget.cache_dir) / ".seconds.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        total = cache_seconds(budget)
+        _cache_seconds_path(budget).write_text(json.dumps({"seconds": total + seconds}))
 
 
 # -------------------------------------------------------------------- metrics

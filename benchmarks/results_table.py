@@ -131,6 +131,43 @@ ROWS: List[RowSpec] = [
             baseline="hinton-30-scratch"),
 ]
 
+
+
+def _hint_terms(student, teachers):
+    import keras_kd
+
+    # Both `block2` outputs are 14x14; a 1x1 adapter maps 16 to 64 channels.
+    return [keras_kd.HintLoss(student_layer="block2", teacher_layer="block2", loss_weight=1.0)]
+
+
+def _attention_terms(student, teachers):
+    import keras_kd
+
+    # beta / 2 = 500 with per-position means, as in Zagoruyko & Komodakis.
+    return [keras_kd.AttentionTransfer(feature_pairs={"block1": "block1", "block2": "block2"},
+                                       loss_weight=500.0)]
+
+
+def _dkd_terms(student, teachers):
+    import keras_kd
+
+    return [keras_kd.DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0)]
+
+
+ROWS += [
+    RowSpec("hints", "CNN student, KD + FitNets hints on block2 (live teacher)", "distill",
+            student="cnn_student", teacher="cnn", source="live", temperature=4.0,
+            alpha=0.1, terms=_hint_terms, available=_needs("HintLoss")),
+    RowSpec("at", "CNN student, KD + attention transfer on block1-2 (live teacher)",
+            "distill", student="cnn_student", teacher="cnn", source="live",
+            temperature=4.0, alpha=0.1, terms=_attention_terms,
+            available=_needs("AttentionTransfer")),
+    # DKD replaces Hinton's term: cross-entropy (weight 1) + DKD, as in the paper.
+    RowSpec("dkd", "CNN student, DKD (alpha 1, beta 8, T=4; cached teacher)", "distill",
+            student="cnn_student", teacher="cnn", temperature=4.0, alpha=1.0,
+            terms=_dkd_terms, available=_needs("DecoupledKD")),
+]
+
 ROW_IDS = [row.id for row in ROWS]
 
 
@@ -300,12 +337,18 @@ def verdict(summary: Dict[str, dict]) -> List[str]:
     return lines
 
 
+def this_command() -> str:
+    return " ".join(["PYTHONPATH=. python", "benchmarks/results_table.py", *sys.argv[1:]])
+
+
 def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output_dir: Path,
-                  cache_seconds: float) -> Path:
+                  cache_seconds: float, commands: List[str], budget_id: dict) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(records)
     payload = {
-        "command": " ".join(["python", "benchmarks/results_table.py", *sys.argv[1:]]),
+        "command": this_command(),
+        "commands": commands,
+        "budget_id": budget_id,
         "budget": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(budget).items()
                    if k != "cache_dir"},
         "seeds": args.seeds,
@@ -329,8 +372,9 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
     lines = [
         "# Results: knowledge distillation on Fashion-MNIST",
         "",
-        f"Produced by `{payload['command']}` (every number below comes from it; raw "
-        "per-seed numbers in `results_table.json` / `results_table.csv`).",
+        "Produced by " + " then ".join(f"`{c}`" for c in commands)
+        + " (every number below comes from it; raw per-seed numbers in "
+        "`results_table.json` / `results_table.csv`).",
         "",
         f"Budget shared by every row: a fixed random subset of {b.train_size:,} training "
         f"images, the first {b.test_size:,} test images; Adam (lr {b.learning_rate:g}), "
@@ -379,10 +423,57 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
         "",
         *verdict(summary),
         "",
+        "## How to read this run",
+        "",
+        f"- The budget is small because the run shared 2 CPU cores with other jobs: "
+        f"{b.train_size:,} training images, {b.student_epochs} student epochs"
+        + (f", and a CNN teacher of width {b.teacher_width} instead of `cnn_teacher()`'s "
+           f"default 32 (about {(32 / b.teacher_width) ** 2:.0f} times less convolution compute)"
+           if b.teacher_width != 32 else "")
+        + ". Flags (`--train-size`, `--student-epochs`, `--teacher-epochs`, "
+        "`--teacher-width`, `--seeds`) run the same table with a larger budget.",
+        "- Teachers' BatchNormalization statistics are recomputed after training "
+        "(one pass with momentum 0, `kd_bench.recalibrate_batch_norm`): with a short "
+        "schedule the moving averages lag behind the weights, and without it a teacher "
+        "that was accurate in training mode was close to chance in inference mode.",
+        "- `kd` (cached) and `kd-live` train on the same augmented views and differ only "
+        "in where the teacher logits come from, so their accuracies should agree; their "
+        "times show what the teacher's forward pass costs inside the step.",
+        "",
     ]
     path = output_dir / "results_table.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def save_row(output_dir: Path, budget: Budget, args, budget_id: dict, row_id: str,
+             row_records: List[dict], skip_reason: Optional[str], fresh: bool) -> None:
+    """Merges one finished row into the output files, under a file lock, so
+    several processes can run different rows of the same table at once.
+    """
+    import fcntl
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    json_path = output_dir / "results_table.json"
+    with open(output_dir / ".results_table.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records, commands, skipped = [], [], {}
+        if json_path.exists() and not fresh:
+            previous = json.loads(json_path.read_text())
+            if previous.get("budget_id") == budget_id and previous.get("seeds") == args.seeds:
+                records = previous["records"]
+                commands = previous.get("commands", [previous["command"]])
+                skipped = previous.get("skipped", {})
+        records = [r for r in records if r["row"] != row_id] + row_records
+        skipped.pop(row_id, None)
+        if skip_reason:
+            skipped[row_id] = skip_reason
+        if this_command() not in commands:
+            commands.append(this_command())
+        order = {row: index for index, row in enumerate(ROW_IDS)}
+        records.sort(key=lambda r: (order.get(r["row"], len(order)), r["seed"]))
+        write_outputs(records, budget, args, skipped, output_dir,
+                      kd_bench.cache_seconds(budget), commands, budget_id)
 
 
 # --------------------------------------------------------------------- CLI
@@ -405,6 +496,12 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", type=Path, default=None)
     parser.add_argument("--fresh", action="store_true",
                         help="discard rows kept from an earlier run")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the Markdown/CSV from the JSON file, training nothing")
+    parser.add_argument("--warm-cache", nargs="+", choices=kd_bench.TEACHER_KINDS,
+                        default=None, metavar="KIND",
+                        help="only train these teachers for --seeds and cache their "
+                        "logits on every view (to fill the cache from a second process)")
     return parser.parse_args(argv)
 
 
@@ -437,36 +534,41 @@ def main(argv=None) -> Path:
     if unknown:
         raise SystemExit(f"Unknown row ids {unknown}; expected some of {ROW_IDS}.")
     kd_bench.threads_from_env()
+    if args.warm_cache:
+        data = kd_bench.load_data(budget)
+        for kind in args.warm_cache:
+            for seed in args.seeds:
+                for which in ["test", *range(budget.student_epochs)]:
+                    kd_bench.teacher_logits(kind, seed, budget, data, which)
+                log(f"cached teacher {kd_bench.teacher_key(kind, seed, budget)}")
+        return None
 
     budget_id = {k: str(v) for k, v in asdict(budget).items() if k != "cache_dir"}
-    json_path = output_dir / "results_table.json"
-    records: List[dict] = []
-    if json_path.exists() and not args.fresh:
-        previous = json.loads(json_path.read_text())
-        if previous.get("budget_id") == budget_id and previous.get("seeds") == args.seeds:
-            records = [r for r in previous["records"] if not args.rows or r["row"] not in args.rows]
+    if args.report_only:
+        payload = json.loads((output_dir / "results_table.json").read_text())
+        write_outputs(payload["records"], budget, args, payload.get("skipped", {}),
+                      output_dir, payload["logit_cache_seconds"], payload["commands"],
+                      budget_id)
+        return output_dir / "results_table.md"
     selected = [row for row in ROWS if not args.rows or row.id in args.rows]
     context = Context(budget)
-    skipped: Dict[str, str] = {}
+    fresh = args.fresh
     start = time.perf_counter()
     for row in selected:
         reason = row.available()
         if reason:
-            skipped[row.id] = reason
             log(f"skipping {row.id}: {reason}")
+            save_row(output_dir, budget, args, budget_id, row.id, [], reason, fresh)
+            fresh = False
             continue
-        records = [r for r in records if r["row"] != row.id]
+        row_records = []
         for seed in args.seeds:
             record = run_row(row, seed, args.seeds, context)
-            records.append(record)
+            row_records.append(record)
             log(f"{row.id} seed {seed}: accuracy {record['accuracy']:.4f}, "
                 f"fit {record['train_seconds']:.0f}s")
-        cache_path = kd_bench._cache_seconds_path(budget)
-        cache_seconds = json.loads(cache_path.read_text())["seconds"] if cache_path.exists() else 0.0
-        path = write_outputs(records, budget, args, skipped, output_dir, cache_seconds)
-        payload = json.loads(json_path.read_text())
-        payload["budget_id"] = budget_id
-        json_path.write_text(json.dumps(payload, indent=1))
+        save_row(output_dir, budget, args, budget_id, row.id, row_records, None, fresh)
+        fresh = False
     log(f"done in {time.perf_counter() - start:.0f}s; wrote {output_dir / 'results_table.md'}")
     print((output_dir / "results_table.md").read_text())
     return output_dir / "results_table.md"

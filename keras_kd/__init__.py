@@ -3,6 +3,8 @@
 The public API lives here; the modules behind it are implementation details.
 """
 
+from keras_kd import callbacks
+from keras_kd import schedules
 from keras_kd.distiller import INPUTS_KEY
 from keras_kd.distiller import TEACHER_LOGITS_KEY
 from keras_kd.distiller import UNLABELED
@@ -33,6 +35,8 @@ __all__ = [
     "INPUTS_KEY",
     "TEACHER_LOGITS_KEY",
     "UNLABELED",
+    "callbacks",
     "distillation_kl_divergence",
+    "schedules",
     "soft_targets_log_probabilities",
 ]

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 #: Modules that each provide `add_parser(subparsers)`.
 SUBCOMMANDS = (
+    "keras_kd.demo",
 )
 
 

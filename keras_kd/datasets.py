@@ -38,6 +38,9 @@ FASHION_MNIST_FILES = (
 #: Environment variable naming one more directory to search.
 DATA_DIR_ENV = "KERAS_KD_DATA_DIR"
 
+#: System directories searched last (Debian's `dataset-fashion-mnist`).
+SYSTEM_DATA_DIRS = ("/usr/share/datasets/fashion-mnist",)
+
 ArrayPair = Tuple[np.ndarray, np.ndarray]
 
 
@@ -54,7 +57,7 @@ def fashion_mnist_search_paths(data_dir: Optional[str] = None) -> list:
         candidates.append(Path(os.environ[DATA_DIR_ENV]).expanduser())
     keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     candidates.append(keras_home / "datasets" / "fashion-mnist")
-    candidates.append(Path("/usr/share/datasets/fashion-mnist"))
+    candidates.extend(Path(directory) for directory in SYSTEM_DATA_DIRS)
     return candidates
 
 

@@ -6,9 +6,12 @@ import warnings
 from typing import Optional, Sequence, Union
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 from keras.src.saving import serialization_lib
+from keras.src.trainers.compile_utils import CompileMetrics
+from keras.src.utils import tracking
 
 from keras_kd import features as features_lib
 from keras_kd import losses
@@ -69,6 +72,30 @@ class _FeatureExtractors:
     def __init__(self, student=None, student_names=(), teacher=None, teacher_names=()):
         self.student, self.student_names = student, tuple(student_names)
         self.teacher, self.teacher_names = teacher, tuple(teacher_names)
+
+
+class _LabelMaskedMetrics(CompileMetrics):
+    """Compiled metrics that leave unlabeled examples out.
+
+    `metrics` are weighted by the label mask only (they ignore sample
+    weights, as in Keras); `weighted_metrics` by the mask times the sample
+    weights.
+    """
+
+    def update_state(self, y_true, y_pred, sample_weight=None, label_mask=None):
+        if not self.built:
+            self.build(y_true, y_pred)
+        y_true, y_pred = self._flatten_y(y_true), self._flatten_y(y_pred)
+        weighted = label_mask
+        if sample_weight is not None:
+            sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+            weighted = sample_weight if label_mask is None else label_mask * sample_weight
+        for metrics, y_t, y_p in zip(self._flat_metrics, y_true, y_pred):
+            if metrics:
+                metrics.update_state(y_t, y_p, sample_weight=label_mask)
+        for metrics, y_t, y_p in zip(self._flat_weighted_metrics, y_true, y_pred):
+            if metrics:
+                metrics.update_state(y_t, y_p, sample_weight=weighted)
 
 
 def _replica_sum(values):
@@ -183,9 +210,13 @@ class Distiller(keras.Model):
                     f"{teacher_classes}, student {student.name!r} outputs "
                     f"{student_classes}."
                 )
-        self.teacher_weights = losses.normalize_teacher_weights(
-            teacher_weights, max(len(teachers), 1)
-        ) if teachers else None
+        if teacher_weights is not None and teachers:
+            losses.normalize_teacher_weights(teacher_weights, len(teachers))
+        # Kept as given (unnormalized) so that get_config round-trips; with
+        # teacher=None they apply to the cached logits of several teachers.
+        self.teacher_weights = (
+            None if teacher_weights is None else [float(w) for w in teacher_weights]
+        )
         self.teacher_outputs = teacher_outputs
         for model in teachers:
             # Freezing also keeps BatchNormalization in inference mode.
@@ -284,6 +315,11 @@ class Distiller(keras.Model):
             jit_compile=jit_compile,
             auto_scale_loss=auto_scale_loss,
         )
+        if self._compile_metrics is not None:
+            with tracking.DotNotTrackScope():
+                self._compile_metrics = _LabelMaskedMetrics(
+                    metrics, weighted_metrics, output_names=self._compile_metrics.output_names
+                )
         # clear() untracks the terms of an earlier compile, so that saving
         # and `trainable_weights` only see the current ones.
         self.terms.clear()
@@ -358,6 +394,35 @@ class Distiller(keras.Model):
                 "The distiller must be compiled first: call `distiller.compile(...)`."
             )
         return self
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        # Labels given as arrays are checked here, on the host, once: the
+        # in-graph check cannot raise under XLA (jit_compile=True).
+        self._check_label_array(y, "y")
+        validation_data = kwargs.get("validation_data")
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) > 1:
+            self._check_label_array(validation_data[1], "validation_data")
+        return super().fit(x, y, *args, **kwargs)
+
+    def _check_label_array(self, labels, argument: str) -> None:
+        classes = _output_classes(self.student)
+        if classes is None or labels is None or not hasattr(labels, "shape"):
+            return
+        if isinstance(labels, tf.Tensor):
+            labels = labels.numpy()
+        labels = np.asarray(labels)
+        if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+            return
+        if labels.ndim > 1 and labels.shape[-1] == classes and classes > 1:
+            return  # one-hot
+        low, high = int(labels.min()), int(labels.max())
+        if low < UNLABELED or high >= classes:
+            bad = high if high >= classes else low
+            raise ValueError(
+                f"Labels in `{argument}` must be class indices in [0, {classes}) "
+                f"(or {UNLABELED} for unlabeled examples) to match the "
+                f"student's {classes} outputs. Received a label {bad}."
+            )
 
     # ----------------------------------------------------------------- the step
 
@@ -463,8 +528,8 @@ class Distiller(keras.Model):
             labeled = ops.sum(ops.abs(ops.cast(labels, "float32")), axis=-1) > 0
             return labels, ops.cast(labeled, "float32")
         classes = student_logits.shape[-1]
-        if not labels.dtype.is_integer or labels.dtype.is_unsigned:
-            # Unsigned labels (uint8 from image datasets) cannot hold -1.
+        if labels.dtype not in (tf.int32, tf.int64):
+            # Signed, so that -1 can mark an unlabeled example (uint8 cannot).
             labels = ops.cast(labels, "int32")
         checks = [
             tf.debugging.assert_less(
@@ -536,7 +601,12 @@ class Distiller(keras.Model):
         shares = ops.divide_no_nan(local_sums, global_counts)
         means = ops.divide_no_nan(global_sums, global_counts)
         weights = ops.stack([term.loss_weight.value for term in active_terms])
-        term_means = {term.name: means[i] for i, term in enumerate(active_terms)}
+        # Global values whose gradient is this replica's share, so that
+        # `term_losses` can be differentiated term by term.
+        differentiable_means = shares + ops.stop_gradient(means - shares)
+        term_means = {
+            term.name: differentiable_means[i] for i, term in enumerate(active_terms)
+        }
         return ops.sum(weights * shares), ops.sum(weights * means), term_means
 
     def _add_regularization(self, loss_share, total):
@@ -640,14 +710,26 @@ class Distiller(keras.Model):
             logs.update(self._compile_metrics.result())
         return logs
 
+    def get_metrics_result(self) -> dict:
+        # After training on unlabeled data only, the compiled metrics have
+        # never seen a label (nor been built): leave them out of the logs.
+        results = {}
+        for metric in self.metrics:
+            if metric is self._compile_metrics and not metric.built:
+                continue
+            result = metric.result()
+            if isinstance(result, dict):
+                results.update(result)
+            else:
+                results[metric.name] = result
+        return results
+
     def _update_student_metrics(self, labels, label_mask, student_logits, sample_weight):
         if labels is None or self._compile_metrics is None:
             return
-        # Unlabeled rows take no part in the metrics.
-        weight = label_mask
-        if sample_weight is not None:
-            weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        self._compile_metrics.update_state(labels, student_logits, weight)
+        self._compile_metrics.update_state(
+            labels, student_logits, sample_weight=sample_weight, label_mask=label_mask
+        )
 
     # ---------------------------------------------------------- serialization
 

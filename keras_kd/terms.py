@@ -565,7 +565,10 @@ class HintLoss(FeatureTerm):
             layer.build(student_shape)
             adapters.append(layer)
         self.adapters = [a for a in adapters if a is not None]
-        self._adapter_by_pair = adapters
+        # Positions into `self.adapters` (-1: none), not a second list of
+        # layers, which Keras would track and save twice.
+        positions = iter(range(len(self.adapters)))
+        self._adapter_positions = [-1 if a is None else next(positions) for a in adapters]
         self._adapter_shapes = shapes
 
     def call(
@@ -587,9 +590,9 @@ class HintLoss(FeatureTerm):
         )
 
     def pair_loss(self, teacher_feature, student_feature, index: int):
-        adapter = self._adapter_by_pair[index]
-        if adapter is not None:
-            student_feature = adapter(student_feature)
+        position = self._adapter_positions[index]
+        if position >= 0:
+            student_feature = self.adapters[position](student_feature)
         return losses.feature_mean_squared_error(teacher_feature, student_feature)
 
     def get_config(self) -> dict:

@@ -355,3 +355,31 @@ def test_each_method_loss_falls_on_fashion_mnist(method, trained_teacher, fashio
     assert math.isfinite(before) and after < 0.9 * before, (before, after)
     # Well above chance (10%) after one epoch on 2,000 images.
     assert distiller.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"] > 0.2
+
+
+@pytest.mark.slow
+def test_feature_terms_under_mirrored_strategy_match_one_device(tmp_path):
+    """Hint adapters, attention maps and DKD give the one-device result on
+    two replicas, uneven last batch included (per-example losses, global
+    mean)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    output = tmp_path / "runs.npz"
+    completed = subprocess.run(
+        [sys.executable, str(root / "tests" / "feature_distribute_worker.py"), str(output)],
+        env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    runs = np.load(output)
+    assert int(runs["replicas"]) == 2
+    weights = sorted(k for k in runs if k.startswith("one_w"))
+    # Student (4 conv/dense layers, 2 weights each) plus the hint adapter.
+    assert len(weights) == 10
+    for key in weights:
+        np.testing.assert_allclose(runs["two" + key[3:]], runs[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    for key in (k for k in runs if k.startswith("one_log_")):
+        np.testing.assert_allclose(runs["two" + key[3:]], runs[key], rtol=1e-4, err_msg=key)

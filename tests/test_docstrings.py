@@ -1,0 +1,26 @@
+"""The examples in the public docstrings run and print what they say."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "keras_kd.losses",
+    "keras_kd.terms",
+    "keras_kd.distiller",
+    "keras_kd.models",
+    "keras_kd.datasets",
+    "keras_kd.demo",
+    "keras_kd.features",
+    "keras_kd.schedules",
+    "keras_kd.callbacks",
+]
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_docstring_examples(module_name):
+    module = importlib.import_module(module_name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{module_name} has no docstring examples"
+    assert result.failed == 0

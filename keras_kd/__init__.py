@@ -5,13 +5,26 @@ The public API lives here; the modules behind it are implementation details.
 
 from keras_kd import callbacks
 from keras_kd import schedules
+from keras_kd.cache import TeacherCache
+from keras_kd.cache import cache_storage_bytes
+from keras_kd.cache import cache_teacher_outputs
+from keras_kd.cache import load_teacher_cache
+from keras_kd.cache import read_teacher_cache_header
+from keras_kd.cache import rebuild_top_k_logits
 from keras_kd.distiller import INPUTS_KEY
 from keras_kd.distiller import TEACHER_LOGITS_KEY
 from keras_kd.distiller import UNLABELED
 from keras_kd.distiller import Distiller
+from keras_kd.export import ExportResult
+from keras_kd.export import ParityError
+from keras_kd.export import ParityReport
+from keras_kd.export import export
+from keras_kd.export import run_tflite
 from keras_kd.losses import DistillationKLDivergence
 from keras_kd.losses import distillation_kl_divergence
 from keras_kd.losses import soft_targets_log_probabilities
+from keras_kd.report import DistillationReport
+from keras_kd.report import report
 from keras_kd.terms import AttentionTransfer
 from keras_kd.terms import DecoupledKD
 from keras_kd.terms import DistillationTerm
@@ -19,24 +32,39 @@ from keras_kd.terms import FeatureTerm
 from keras_kd.terms import HardLabelLoss
 from keras_kd.terms import HintLoss
 from keras_kd.terms import HintonKD
+from keras_kd.transfer import mix_transfer_set
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttentionTransfer",
     "DecoupledKD",
-    "Distiller",
     "DistillationKLDivergence",
+    "DistillationReport",
     "DistillationTerm",
+    "Distiller",
+    "ExportResult",
     "FeatureTerm",
     "HardLabelLoss",
     "HintLoss",
     "HintonKD",
     "INPUTS_KEY",
+    "ParityError",
+    "ParityReport",
     "TEACHER_LOGITS_KEY",
+    "TeacherCache",
     "UNLABELED",
+    "cache_storage_bytes",
+    "cache_teacher_outputs",
     "callbacks",
     "distillation_kl_divergence",
+    "export",
+    "load_teacher_cache",
+    "mix_transfer_set",
+    "read_teacher_cache_header",
+    "rebuild_top_k_logits",
+    "report",
+    "run_tflite",
     "schedules",
     "soft_targets_log_probabilities",
 ]

@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 #: Modules that each provide `add_parser(subparsers)`.
 SUBCOMMANDS = (
     "keras_kd.demo",
+    "keras_kd.export_cli",
+    "keras_kd.report",
 )
 
 

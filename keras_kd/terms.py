@@ -167,8 +167,33 @@ class _TemperedTerm(DistillationTerm):
         return config
 
 
+class _UserLossMixin:
+    """For terms computed with a user's Keras loss (or function).
+
+    Holds the loss as given (for `get_config`) and a copy that returns one
+    value per example, which the Distiller reduces over the global batch.
+    """
+
+    def _set_loss_fn(self, loss_fn) -> None:
+        self.loss_fn = None if loss_fn is None else keras.losses.get(loss_fn)
+        self._per_example_loss_fn = (
+            None if self.loss_fn is None else losses.with_no_reduction(self.loss_fn)
+        )
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["loss_fn"] = keras.saving.serialize_keras_object(self.loss_fn)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        config["loss_fn"] = keras.saving.deserialize_keras_object(config.get("loss_fn"))
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="keras_kd")
-class HintonKD(_TemperedTerm):
+class HintonKD(_UserLossMixin, _TemperedTerm):
     """Hinton et al. (2015)'s soft-target term.
 
     `T**2 * KL(p || softmax(student_logits / T))`, where `p` is the teacher's
@@ -218,10 +243,7 @@ class HintonKD(_TemperedTerm):
         self.teacher_weights = (
             None if teacher_weights is None else [float(w) for w in teacher_weights]
         )
-        self.loss_fn = None if loss_fn is None else keras.losses.get(loss_fn)
-        self._per_example_loss_fn = (
-            None if self.loss_fn is None else losses.with_no_reduction(self.loss_fn)
-        )
+        self._set_loss_fn(loss_fn)
 
     def call(
         self,
@@ -252,21 +274,14 @@ class HintonKD(_TemperedTerm):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
-            loss_fn=keras.saving.serialize_keras_object(self.loss_fn),
             teacher_weights=self.teacher_weights,
             teacher_reduction=self.teacher_reduction,
         )
         return config
 
-    @classmethod
-    def from_config(cls, config: dict):
-        config = dict(config)
-        config["loss_fn"] = keras.saving.deserialize_keras_object(config.get("loss_fn"))
-        return cls(**config)
-
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class HardLabelLoss(DistillationTerm):
+class HardLabelLoss(_UserLossMixin, DistillationTerm):
     """The ordinary supervised loss of the student against the true labels.
 
     Args:
@@ -295,10 +310,7 @@ class HardLabelLoss(DistillationTerm):
         **kwargs,
     ):
         super().__init__(loss_weight=loss_weight, name=name, **kwargs)
-        self.loss_fn = None if loss_fn is None else keras.losses.get(loss_fn)
-        self._per_example_loss_fn = (
-            None if self.loss_fn is None else losses.with_no_reduction(self.loss_fn)
-        )
+        self._set_loss_fn(loss_fn)
 
     def call(
         self,
@@ -323,16 +335,6 @@ class HardLabelLoss(DistillationTerm):
             )
         return _to_per_example(per_example, student_logits)
 
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config["loss_fn"] = keras.saving.serialize_keras_object(self.loss_fn)
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict):
-        config = dict(config)
-        config["loss_fn"] = keras.saving.deserialize_keras_object(config.get("loss_fn"))
-        return cls(**config)
 
 
 def _feature_pairs_from_arguments(student_layer, teacher_layer, feature_pairs, term: str) -> list:

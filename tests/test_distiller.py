@@ -416,3 +416,23 @@ def test_duplicate_term_names():
     distiller = keras_kd.Distiller(student=make_student(), teacher=make_teacher())
     with pytest.raises(ValueError, match="unique name"):
         distiller.compile(distillation_terms=[keras_kd.HintonKD(name="distillation_loss")])
+
+
+def test_keras_io_compile_arguments_survive_saving(tmp_path):
+    x, y = make_data()
+    distiller = keras_kd.Distiller(student=make_student(), teacher=make_teacher())
+    distiller.compile(
+        optimizer="adam",
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn=keras.losses.KLDivergence(),
+        alpha=0.2,
+        temperature=10,
+    )
+    distiller.fit(x, y, epochs=1, verbose=0)
+    distiller.save(tmp_path / "d.keras")
+    restored = keras.models.load_model(tmp_path / "d.keras")
+    assert isinstance(restored.terms[0].loss_fn, keras.losses.SparseCategoricalCrossentropy)
+    assert isinstance(restored.terms[1].loss_fn, keras.losses.KLDivergence)
+    restored.optimizer.learning_rate.assign(0.0)
+    distiller.optimizer.learning_rate.assign(0.0)
+    assert frozen_step_logs(restored, x, y)["loss"] == pytest.approx(frozen_step_logs(distiller, x, y)["loss"], rel=1e-6)

@@ -15,6 +15,13 @@ MODULES = [
     "keras_kd.features",
     "keras_kd.schedules",
     "keras_kd.callbacks",
+    "keras_kd.cache",
+    "keras_kd.transfer",
+    "keras_kd.export",
+    "keras_kd.evaluation",
+    "keras_kd.report",
+    "keras_kd.text_datasets",
+    "keras_kd.text_models",
 ]
 
 

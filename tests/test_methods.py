@@ -236,7 +236,7 @@ def test_unknown_layer_lists_available_names():
 
 def test_subclassed_model_explains_what_to_do():
     student = _Subclassed()
-    student.build((None, 28, 28, 1))
+    student(np.zeros((1, 28, 28, 1), "float32"))  # built by a call, as users do
     with pytest.raises(ValueError, match="subclassed model.*Functional API"):
         _compile_with(keras_kd.HintLoss(student_layer="hidden", teacher_layer="features"), student=student)
 

@@ -1,0 +1,119 @@
+"""`keras-kd export`: export a saved student (or Distiller) for serving.
+
+Examples:
+
+    keras-kd export distiller.keras student.tflite --quantization int8 --data fashion_mnist
+    keras-kd export student.keras student_savedmodel --format saved_model
+
+MODEL is a `.keras` file holding a `keras_kd.Distiller` (its student is
+exported) or a plain Keras model. Calibration and verification inputs come
+from `--data fashion_mnist` (calibration: the first training images;
+verification: the test set) or from `.npy` files (inputs) / `.npz` files
+(arrays `x` and, optionally, labels `y`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+BUILTIN_DATA = ("fashion_mnist",)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="Export a student to SavedModel or LiteRT/TFLite and verify it.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL.keras",
+                        help="A saved Distiller or Keras model (.keras).")
+    parser.add_argument("output", metavar="OUT",
+                        help="The .tflite file or SavedModel directory to write.")
+    parser.add_argument("--format", choices=("saved_model", "tflite"), default=None,
+                        help="Default: tflite when OUT ends in .tflite, else saved_model.")
+    parser.add_argument("--quantization", choices=("none", "float16", "dynamic", "int8"),
+                        default="none", help="TFLite quantization (default: none, float32).")
+    parser.add_argument("--int8-io", action="store_true",
+                        help="With int8: int8 input and output tensors too.")
+    parser.add_argument("--outputs", choices=("logits", "probabilities"), default="logits",
+                        help="What the exported model returns (default: logits).")
+    parser.add_argument("--data", choices=BUILTIN_DATA, default=None,
+                        help="Built-in data for calibration (training images) and "
+                             "verification (test set).")
+    parser.add_argument("--data-dir", default=None,
+                        help="Directory holding the Fashion-MNIST .gz files.")
+    parser.add_argument("--representative-data", default=None, metavar="FILE",
+                        help="Calibration inputs for int8 (.npy, or .npz with 'x').")
+    parser.add_argument("--verification-data", default=None, metavar="FILE",
+                        help="Held-out inputs (.npy, or .npz with 'x' and optional 'y').")
+    parser.add_argument("--num-calibration-examples", type=int, default=500,
+                        help="At most this many calibration examples (default: 500).")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="Skip the parity check against the Keras model.")
+    parser.set_defaults(run=run)
+
+
+def load_array_file(filename: str, argument: str):
+    """`x` or `(x, y)` from a `.npy` file (inputs) or a `.npz` file (`x`, `y`)."""
+    import numpy as np
+
+    path = Path(filename)
+    if not path.is_file():
+        raise FileNotFoundError(f"{argument}: no such file '{filename}'.")
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays:
+                raise ValueError(
+                    f"{argument}: the .npz file '{filename}' must hold an array "
+                    f"named 'x' (and optionally 'y'). Found: {sorted(arrays)}."
+                )
+            return (arrays["x"], arrays["y"]) if "y" in arrays else arrays["x"]
+    raise ValueError(
+        f"{argument} must be a .npy or .npz file. Received: '{filename}'."
+    )
+
+
+def run(args) -> int:
+    import keras
+
+    import keras_kd
+    from keras_kd.datasets import load_fashion_mnist
+
+    if not Path(args.model).is_file():
+        raise FileNotFoundError(f"MODEL: no such file '{args.model}'.")
+    model = keras.saving.load_model(args.model, compile=False)
+    quantization = None if args.quantization == "none" else args.quantization
+    representative = verification = None
+    if args.data == "fashion_mnist":
+        (x_train, _), (x_test, y_test) = load_fashion_mnist(data_dir=args.data_dir)
+        representative = x_train[: args.num_calibration_examples]
+        verification = (x_test, y_test)
+    if args.representative_data:
+        representative = load_array_file(args.representative_data, "--representative-data")
+    if args.verification_data:
+        verification = load_array_file(args.verification_data, "--verification-data")
+    if quantization != "int8":
+        # Calibration inputs only matter to int8; `--data` also serves others.
+        if args.representative_data:
+            raise ValueError(
+                "--representative-data is only used with --quantization int8. "
+                f"Received: --quantization {args.quantization}."
+            )
+        representative = None
+    keras_kd.export(
+        model,
+        args.output,
+        format=args.format,
+        quantization=quantization,
+        representative_data=representative,
+        int8_io=args.int8_io,
+        outputs=args.outputs,
+        verify=not args.no_verify,
+        verification_data=verification,
+        num_calibration_examples=args.num_calibration_examples,
+    )
+    return 0

@@ -1,0 +1,274 @@
+"""Real text classification data, offline-first.
+
+Two corpora of real, human-written labelled text:
+
+- `load_imdb_text`: the IMDB movie reviews (positive / negative) through
+  `keras.datasets.imdb`; needs a download the first time.
+- `load_debian_descriptions`: the one-line descriptions of Debian packages,
+  labelled by their archive section (`games`, `science`, `sound`, ...), read
+  from apt's package lists (`/var/lib/apt/lists/*_Packages*`, present on any
+  Debian or Ubuntu machine after `apt-get update`). No network needed.
+
+`load_text_classification(name)` picks one by name (`"auto"` tries IMDB,
+then falls back to the Debian corpus). All loaders return Python strings, so
+the same `keras.layers.TextVectorization` preprocessing serves them all.
+"""
+
+from __future__ import annotations
+
+import bz2
+import functools
+import gzip
+import hashlib
+import lzma
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+#: Frequent Debian sections whose descriptions are about different topics.
+DEBIAN_SECTIONS = ("admin", "fonts", "games", "graphics", "net", "science", "sound", "text")
+
+APT_LISTS_DIR = "/var/lib/apt/lists"
+
+IMDB_CLASS_NAMES = ("negative", "positive")
+
+TEXT_DATASETS = ("auto", "imdb", "debian_packages")
+
+ArrayPair = Tuple[np.ndarray, np.ndarray]
+
+
+def find_apt_package_lists(lists_dir: str = APT_LISTS_DIR) -> List[Path]:
+    """The binary package lists apt keeps in `lists_dir` (any compression)."""
+    directory = Path(lists_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        path for path in directory.iterdir()
+        if path.is_file() and "_Packages" in path.name and not path.name.endswith(".diff_Index")
+    )
+
+
+def _read_list(path: Path) -> str:
+    """The text of one package list, decompressed."""
+    suffix = path.suffix
+    openers = {".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
+    if suffix in openers:
+        with openers[suffix](path, "rt", encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    if suffix in (".lz4", ".zst"):
+        # apt's own helper reads every compression apt writes; Python's
+        # standard library has no lz4 or zstd.
+        commands = [["/usr/lib/apt/apt-helper", "cat-file", str(path)]]
+        tool = {".lz4": "lz4cat", ".zst": "zstdcat"}[suffix]
+        if shutil.which(tool):
+            commands.append([tool, str(path)])
+        for command in commands:
+            if Path(command[0]).exists() or shutil.which(command[0]):
+                result = subprocess.run(command, capture_output=True, check=False)
+                if result.returncode == 0:
+                    return result.stdout.decode("utf-8", errors="replace")
+        raise RuntimeError(
+            f"Cannot decompress the apt package list {path}: neither "
+            f"`apt-helper cat-file` nor `{tool}` is available."
+        )
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def parse_apt_packages(text: str) -> Iterator[Dict[str, str]]:
+    """Yields `{"package", "section", "description"}` for each stanza of a
+    Debian `Packages` file.
+
+    The section loses its archive area (`contrib/games` is `games`); the
+    description is the one-line synopsis.
+
+    Example:
+
+    >>> list(parse_apt_packages("Package: hello\\nSection: devel\\nDescription: example program\\n"))
+    [{'package': 'hello', 'section': 'devel', 'description': 'example program'}]
+    """
+    for stanza in text.split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            if not line or line[0] in " \t" or ":" not in line:
+                continue
+            key, value = line.split(":", 1)
+            if key in ("Package", "Section", "Description"):
+                fields[key.lower()] = value.strip()
+        if {"package", "section", "description"} <= fields.keys():
+            fields["section"] = fields["section"].rsplit("/", 1)[-1]
+            yield fields
+
+
+@functools.lru_cache(maxsize=4)
+def _descriptions(lists: Tuple[Tuple[str, int, int], ...]) -> Tuple[Tuple[str, str], ...]:
+    """`(section, description)` of each package, once per package name.
+
+    Cached on the lists' paths, modification times and sizes: reading the
+    main list means decompressing ~50 MB.
+    """
+    seen, result = set(), []
+    for path, _, _ in lists:
+        for fields in parse_apt_packages(_read_list(Path(path))):
+            if fields["package"] not in seen:
+                seen.add(fields["package"])
+                result.append((fields["section"], " ".join(fields["description"].split())))
+    return tuple(result)
+
+
+def _stable_fraction(text: str) -> float:
+    """A number in [0, 1) fixed by `text` alone, for a reproducible split."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def _check_fraction(value, argument: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"`{argument}` must be a number in (0, 1). Received: {argument}={value!r}.")
+    return float(value)
+
+
+def load_debian_descriptions(
+    sections: Sequence[str] = DEBIAN_SECTIONS,
+    test_fraction: float = 0.2,
+    lists_dir: str = APT_LISTS_DIR,
+    max_per_class: Optional[int] = None,
+) -> Tuple[ArrayPair, ArrayPair]:
+    """Debian package descriptions labelled by archive section.
+
+    Reads apt's package lists, keeps the packages of `sections`, and returns
+    their one-line descriptions (not the package names, which often give the
+    section away, e.g. `fonts-*`). Packages listed in several lists count
+    once; a description shared by several packages is kept once, and one
+    that appears under two of the chosen sections is dropped as ambiguous.
+    The train/test split is fixed by a hash of each description, so it does
+    not depend on the order of the lists or on which mirrors are configured.
+
+    Args:
+        sections: The sections to keep; the label of an example is the index
+            of its section here.
+        test_fraction: Fraction of descriptions in the test split.
+        lists_dir: apt's list directory.
+        max_per_class: Keep at most this many descriptions per section
+            (chosen by the same hash), for quick runs.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`: arrays of Python strings and
+        `int32` labels.
+
+    Example:
+
+    >>> (x_train, y_train), (x_test, y_test) = load_debian_descriptions()  # doctest: +SKIP
+    >>> x_train[0], DEBIAN_SECTIONS[y_train[0]]  # doctest: +SKIP
+    ('real-time strategy game of ancient warfare', 'games')
+    """
+    sections = list(sections)
+    if len(sections) < 2 or len(set(sections)) != len(sections) or not all(
+        isinstance(s, str) and s for s in sections
+    ):
+        raise ValueError(
+            "`sections` must name at least two distinct Debian sections. "
+            f"Received: sections={sections!r}."
+        )
+    test_fraction = _check_fraction(test_fraction, "test_fraction")
+    if max_per_class is not None and (isinstance(max_per_class, bool) or not isinstance(max_per_class, int) or max_per_class < 1):
+        raise ValueError(
+            f"`max_per_class` must be a positive integer or None. Received: max_per_class={max_per_class!r}."
+        )
+    paths = find_apt_package_lists(lists_dir)
+    if not paths:
+        raise FileNotFoundError(
+            f"No apt package lists were found in {lists_dir!r}. On Debian or "
+            "Ubuntu run `apt-get update` first (it needs access to a mirror)."
+        )
+    wanted = set(sections)
+    labels_of: Dict[str, set] = {}
+    for section, text in _descriptions(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)):
+        if section in wanted:
+            labels_of.setdefault(text, set()).add(section)
+    examples = sorted(
+        ((_stable_fraction(text), text, sections.index(next(iter(found))))
+         for text, found in labels_of.items() if len(found) == 1),
+    )
+    missing = wanted - {sections[label] for _, _, label in examples}
+    if missing:
+        raise ValueError(
+            f"`sections` names sections with no package in the lists in {lists_dir!r}: "
+            f"{sorted(missing)}. Received: sections={sections!r}."
+        )
+    if max_per_class is not None:
+        # A second hash chooses the subset, so it spans both splits.
+        counts = dict.fromkeys(range(len(sections)), 0)
+        kept = []
+        for example in sorted(examples, key=lambda e: _stable_fraction("subset " + e[1])):
+            if counts[example[2]] < max_per_class:
+                counts[example[2]] += 1
+                kept.append(example)
+        examples = sorted(kept)
+    # The hash orders the examples too, which leaves them shuffled but fixed.
+    train = [(text, label) for fraction, text, label in examples if fraction >= test_fraction]
+    test = [(text, label) for fraction, text, label in examples if fraction < test_fraction]
+    return _as_arrays(train), _as_arrays(test)
+
+
+def _as_arrays(pairs: Iterable[Tuple[str, int]]) -> ArrayPair:
+    pairs = list(pairs)
+    texts = np.array([text for text, _ in pairs], dtype=object)
+    labels = np.array([label for _, label in pairs], dtype=np.int32)
+    return texts, labels
+
+
+def load_imdb_text(num_words: Optional[int] = None) -> Tuple[ArrayPair, ArrayPair]:
+    """IMDB movie reviews as text, through `keras.datasets.imdb` (downloads).
+
+    Keras stores the reviews as word indices; they are mapped back to words
+    with `keras.datasets.imdb.get_word_index()` (unknown words become `[UNK]`).
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`: 25,000 reviews each, as
+        strings, with `int32` labels (0 negative, 1 positive).
+    """
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = keras.datasets.imdb.load_data(num_words=num_words)
+    # Indices 0-2 are padding, start and unknown; words start at 3.
+    words = {index + 3: word for word, index in keras.datasets.imdb.get_word_index().items()}
+
+    def decode(sequences):
+        return np.array(
+            [" ".join(words.get(i, "[UNK]") for i in sequence[1:]) for sequence in sequences],
+            dtype=object,
+        )
+
+    return (decode(x_train), y_train.astype(np.int32)), (decode(x_test), y_test.astype(np.int32))
+
+
+def load_text_classification(
+    name: str = "auto", **kwargs
+) -> Tuple[Tuple[ArrayPair, ArrayPair], List[str], str]:
+    """A real text classification corpus by name.
+
+    Args:
+        name: `"imdb"`, `"debian_packages"` or `"auto"` (IMDB when it can be
+            downloaded, otherwise the Debian corpus).
+        **kwargs: Passed to the loader.
+
+    Returns:
+        `(((x_train, y_train), (x_test, y_test)), class_names, name)` where
+        `name` is the corpus actually loaded.
+    """
+    if name not in TEXT_DATASETS:
+        raise ValueError(f"`name` must be one of {TEXT_DATASETS}. Received: name={name!r}.")
+    if name in ("auto", "imdb"):
+        try:
+            return load_imdb_text(**kwargs), list(IMDB_CLASS_NAMES), "imdb"
+        except Exception as error:  # network errors come in many types
+            if name == "imdb":
+                raise RuntimeError(
+                    f"IMDB could not be loaded through keras.datasets.imdb ({error}). "
+                    "Offline, use name='debian_packages'."
+                ) from error
+    sections = kwargs.get("sections", DEBIAN_SECTIONS)
+    return load_debian_descriptions(**kwargs), list(sections), "debian_packages"

@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--epochs", type=int, default=10, help="Student epochs (distilled and scratch).")
     parser.add_argument("--teacher-epochs", type=int, default=4, help="Teacher epochs, when it is trained.")
-    parser.add_argument("--temperature", type=float, default=4.0, help="Distillation temperature T.")
+    parser.add_argument("--temperature", type=float, default=2.0, help="Distillation temperature T.")
     parser.add_argument("--alpha", type=float, default=0.5, help="Weight of the hard-label loss.")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--student-width", type=int, default=8, help="Width of the CNN student.")
@@ -111,7 +111,7 @@ def format_table(rows: List[DemoRow]) -> str:
 def run_demo(
     epochs: int = 10,
     teacher_epochs: int = 4,
-    temperature: float = 4.0,
+    temperature: float = 2.0,
     alpha: float = 0.5,
     batch_size: int = 128,
     student_width: int = 8,

@@ -85,6 +85,21 @@ def _row(name, model, x_test, y_test, teacher_logits, seconds, path: Path) -> De
     )
 
 
+def _train_alone(model, train, validation, epochs: int, batch_size: int, verbose: int) -> float:
+    """Trains `model` on its own (cross-entropy from logits); returns seconds."""
+    import keras
+
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    start = time.perf_counter()
+    model.fit(*train, batch_size=batch_size, epochs=epochs,
+              validation_data=validation, verbose=verbose)
+    return time.perf_counter() - start
+
+
 def format_table(rows: List[DemoRow]) -> str:
     """The demo table as Markdown.
 
@@ -163,15 +178,8 @@ def run_demo(
         print(f"Training the teacher for {teacher_epochs} epochs.")
         keras.utils.set_random_seed(seed)
         teacher = models.cnn_teacher()
-        teacher.compile(
-            optimizer="adam",
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
-        start = time.perf_counter()
-        teacher.fit(x_train, y_train, batch_size=batch_size, epochs=teacher_epochs,
-                    validation_data=(x_test, y_test), verbose=verbose)
-        teacher_seconds = time.perf_counter() - start
+        teacher_seconds = _train_alone(teacher, (x_train, y_train), (x_test, y_test),
+                                       teacher_epochs, batch_size, verbose)
     teacher_logits = teacher.predict(x_test, batch_size=1024, verbose=0)
     rows = [_row("teacher (CNN)", teacher, x_test, y_test, teacher_logits,
                  teacher_seconds, teacher_path)]
@@ -179,16 +187,10 @@ def run_demo(
     print(f"Training the student from scratch for {epochs} epochs.")
     keras.utils.set_random_seed(seed + 1)
     scratch = models.cnn_student(width=student_width, name="scratch_student")
-    scratch.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    start = time.perf_counter()
-    scratch.fit(x_train, y_train, batch_size=batch_size, epochs=epochs,
-                validation_data=(x_test, y_test), verbose=verbose)
+    scratch_seconds = _train_alone(scratch, (x_train, y_train), (x_test, y_test),
+                                   epochs, batch_size, verbose)
     rows.append(_row("student from scratch", scratch, x_test, y_test, teacher_logits,
-                     time.perf_counter() - start, output / "scratch_student.keras"))
+                     scratch_seconds, output / "scratch_student.keras"))
 
     print(f"Distilling the student for {epochs} epochs (T={temperature}, alpha={alpha}).")
     # Same seed as the scratch student: both start from the same weights.

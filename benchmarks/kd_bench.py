@@ -34,21 +34,44 @@ SHIFT = 2
 
 @dataclass
 class Budget:
-    """What every row of a run shares: data, schedule and seeds."""
+    """What every row of a run shares: data, schedule and seeds.
+
+    Students train on `train_size` labelled images. Teachers train on the
+    first `teacher_train_size` images of the same fixed random order (a
+    superset of the students' images; `None` means the students' set), as
+    when a large model was trained on more data than the user has labels for.
+    The learning rate follows `lr_schedule` (`"cosine"` decay to zero over
+    the run, or `"constant"`). With `shared_teacher_seed`, every student seed
+    learns from the one teacher of that seed (teachers are the expensive part
+    on a CPU); otherwise each seed has its own teacher.
+    """
 
     train_size: int = 10000
     test_size: int = 10000
-    teacher_epochs: int = 6
-    student_epochs: int = 8
+    teacher_epochs: int = 12
+    student_epochs: int = 30
     batch_size: int = 128
-    augment: bool = True
+    augment: bool = False
     learning_rate: float = 1e-3
     teacher_width: int = 16
+    teacher_train_size: Optional[int] = 60000
+    lr_schedule: str = "cosine"
+    shared_teacher_seed: Optional[int] = 0
     cache_dir: Path = DEFAULT_CACHE_DIR
+
+    @property
+    def teacher_size(self) -> int:
+        return self.teacher_train_size or self.train_size
 
     def key(self) -> str:
         """Names the data and augmentation a cached output depends on."""
         return f"n{self.train_size}-t{self.test_size}-aug{int(self.augment)}"
+
+    def teacher_key(self) -> str:
+        """Names what a trained teacher depends on (its data and schedule)."""
+        schedule = "" if self.lr_schedule == "constant" else f"-{self.lr_schedule}"
+        return (f"n{self.teacher_size}-t{self.test_size}-aug{int(self.augment)}"
+                f"-e{self.teacher_epochs}{schedule}")
 
 
 def log(message: str) -> None:
@@ -57,13 +80,16 @@ def log(message: str) -> None:
 
 # ----------------------------------------------------------------------- data
 
-def load_data(budget: Budget):
-    """A fixed random subset of Fashion-MNIST's training set, and its test set."""
+def load_data(budget: Budget, size: Optional[int] = None):
+    """The first `size` (default `budget.train_size`) images of a fixed random
+    order of Fashion-MNIST's training set, and the start of its test set.
+    Smaller subsets are nested in larger ones.
+    """
     from keras_kd.datasets import load_fashion_mnist
 
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
     rng = np.random.default_rng(SUBSET_SEED)
-    order = rng.permutation(len(x_train))[: budget.train_size]
+    order = rng.permutation(len(x_train))[: size or budget.train_size]
     test_order = np.arange(min(budget.test_size, len(x_test)))
     return (
         (x_train[order], y_train[order].astype("int32")),
@@ -109,14 +135,29 @@ def build_teacher(kind: str, budget: Budget):
 
 def teacher_key(kind: str, seed: int, budget: Budget) -> str:
     width = f"-w{budget.teacher_width}" if kind == "cnn" else ""
-    return f"{kind}{width}-{budget.key()}-e{budget.teacher_epochs}-s{seed}"
+    return f"{kind}{width}-{budget.teacher_key()}-s{seed}"
 
 
-def compile_classifier(model, budget: Budget) -> None:
+def optimizer(budget: Budget, epochs: int, examples: int):
+    """Adam with the budget's learning-rate schedule for `epochs` epochs."""
+    import keras
+
+    if budget.lr_schedule == "constant":
+        return keras.optimizers.Adam(budget.learning_rate)
+    if budget.lr_schedule == "cosine":
+        steps = epochs * -(-examples // budget.batch_size)
+        return keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(budget.learning_rate, steps)
+        )
+    raise ValueError("`lr_schedule` must be 'constant' or 'cosine'. "
+                     f"Received: lr_schedule={budget.lr_schedule!r}.")
+
+
+def compile_classifier(model, budget: Budget, epochs: int, examples: int) -> None:
     import keras
 
     model.compile(
-        optimizer=keras.optimizers.Adam(budget.learning_rate),
+        optimizer=optimizer(budget, epochs, examples),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -163,11 +204,14 @@ def get_teacher(kind: str, seed: int, budget: Budget, data):
             time.sleep(10)
     if path.exists() and info_path.exists():
         return keras.saving.load_model(path), json.loads(info_path.read_text())
-    (x_train, y_train), _ = data
-    log(f"training teacher {key}")
+    (x_train, y_train), _ = (
+        data if budget.teacher_size == budget.train_size
+        else load_data(budget, budget.teacher_size)
+    )
+    log(f"training teacher {key} on {len(x_train):,} images")
     keras.utils.set_random_seed(seed)
     model = build_teacher(kind, budget)
-    compile_classifier(model, budget)
+    compile_classifier(model, budget, budget.teacher_epochs, len(x_train))
     seconds = fit_by_views(model, x_train, y_train, budget.teacher_epochs, budget)
     recalibrate_batch_norm(model, x_train)
     model.save(path)
@@ -205,18 +249,25 @@ def predict_logits(model, images: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(images, batch_size=1000, verbose=0), dtype="float32")
 
 
-def teacher_logits(kind: str, seed: int, budget: Budget, data, which) -> np.ndarray:
+def teacher_logits(kind: str, seed: int, budget: Budget, data, which,
+                   transfer_size: Optional[int] = None) -> np.ndarray:
     """Logits of the teacher on view `which` of the training set (an int) or
-    on the test set (`"test"`), cached on disk.
+    on the test set (`"test"`), cached on disk. With `transfer_size`, view
+    `which` of the first `transfer_size` training images instead (a transfer
+    set that contains the students' labelled images and more).
     """
     directory = Path(budget.cache_dir) / "logits"
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"{teacher_key(kind, seed, budget)}-{which if which == 'test' else f'v{which}'}"
+    images_name = "" if transfer_size is None else f"transfer{transfer_size}-"
+    name = (f"{teacher_key(kind, seed, budget)}-"
+            f"{which if which == 'test' else f'{images_name}v{which}'}")
     path = directory / f"{name}.npy"
     if path.exists():
         return np.load(path)
     model, _ = get_teacher(kind, seed, budget, data)
     (x_train, _), (x_test, _) = data
+    if transfer_size is not None:
+        (x_train, _), _ = load_data(budget, transfer_size)
     images = x_test if which == "test" else view(x_train, which, budget)
     start = time.perf_counter()
     logits = predict_logits(model, images)

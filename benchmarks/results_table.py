@@ -69,6 +69,10 @@ class RowSpec:
     `terms(student, teachers)` returns). `source` says where the teacher's
     logits come from: `"cached"` (precomputed per augmented view) or
     `"live"` (the teacher runs inside every training step).
+    With `transfer_size`, a distilled student trains on the first
+    `transfer_size` training images: its own labelled ones and unlabelled
+    ones (label `keras_kd.UNLABELED`) that only the teacher's outputs
+    describe, for as many steps as the other students (fewer epochs).
     """
 
     id: str
@@ -83,6 +87,7 @@ class RowSpec:
     baseline: str = "scratch"
     available: Callable[[], Optional[str]] = lambda: None
     note: str = ""
+    transfer_size: Optional[int] = None
 
 
 def _terms_module():
@@ -107,13 +112,16 @@ ROWS: List[RowSpec] = [
     RowSpec("scratch", "CNN student, from scratch", "scratch", student="cnn_student",
             teacher="cnn"),
     RowSpec("kd", "CNN student, Hinton KD (cached teacher)", "distill",
-            student="cnn_student", teacher="cnn", temperature=4.0, alpha=0.1),
+            student="cnn_student", teacher="cnn", temperature=2.0, alpha=0.5),
     RowSpec("kd-live", "CNN student, Hinton KD (live teacher)", "distill",
-            student="cnn_student", teacher="cnn", source="live", temperature=4.0,
-            alpha=0.1),
+            student="cnn_student", teacher="cnn", source="live", temperature=2.0,
+            alpha=0.5),
+    RowSpec("kd-transfer", "CNN student, Hinton KD on its 10k labelled + 50k unlabelled "
+            "images (cached teacher)", "distill", student="cnn_student", teacher="cnn",
+            temperature=2.0, alpha=0.5, transfer_size=60000),
     RowSpec("ensemble", "CNN student, KD from an ensemble of 3 teachers (cached)",
-            "distill", student="cnn_student", teacher="cnn_ensemble", temperature=4.0,
-            alpha=0.1),
+            "distill", student="cnn_student", teacher="cnn_ensemble", temperature=2.0,
+            alpha=0.5),
     RowSpec("hinton-teacher", "MLP 2x1200 teacher, dropout (Hinton's setting)",
             "teacher", teacher="mlp", baseline="hinton-800-scratch"),
     RowSpec("hinton-800-scratch", "MLP 2x800, from scratch", "scratch",
@@ -121,6 +129,12 @@ ROWS: List[RowSpec] = [
     RowSpec("hinton-800-kd", "MLP 2x800, KD from MLP teacher, T=20", "distill",
             student="mlp_800", teacher="mlp", temperature=20.0, alpha=0.1,
             baseline="hinton-800-scratch"),
+    RowSpec("mlp-800-kd-cnn", "MLP 2x800, KD from the CNN teacher", "distill",
+            student="mlp_800", teacher="cnn", temperature=2.0, alpha=0.5,
+            baseline="hinton-800-scratch"),
+    RowSpec("mlp-800-kd-cnn-transfer", "MLP 2x800, KD from the CNN teacher on its 10k "
+            "labelled + 50k unlabelled images", "distill", student="mlp_800", teacher="cnn",
+            temperature=2.0, alpha=0.5, baseline="hinton-800-scratch", transfer_size=60000),
     RowSpec("hinton-30-scratch", "MLP 2x30, from scratch", "scratch",
             student="mlp_30", teacher="mlp", baseline="hinton-30-scratch"),
     RowSpec("hinton-30-t2.5", "MLP 2x30, KD from MLP teacher, T=2.5", "distill",
@@ -156,11 +170,11 @@ def _dkd_terms(student, teachers):
 
 ROWS += [
     RowSpec("hints", "CNN student, KD + FitNets hints on block2 (live teacher)", "distill",
-            student="cnn_student", teacher="cnn", source="live", temperature=4.0,
-            alpha=0.1, terms=_hint_terms, available=_needs("HintLoss")),
+            student="cnn_student", teacher="cnn", source="live", temperature=2.0,
+            alpha=0.5, terms=_hint_terms, available=_needs("HintLoss")),
     RowSpec("at", "CNN student, KD + attention transfer on block1-2 (live teacher)",
             "distill", student="cnn_student", teacher="cnn", source="live",
-            temperature=4.0, alpha=0.1, terms=_attention_terms,
+            temperature=2.0, alpha=0.5, terms=_attention_terms,
             available=_needs("AttentionTransfer")),
     # DKD replaces Hinton's term: cross-entropy (weight 1) + DKD, as in the paper.
     RowSpec("dkd", "CNN student, DKD (alpha 1, beta 8, T=4; cached teacher)", "distill",
@@ -198,9 +212,10 @@ class Context:
 
     def teachers(self, kind: str, seed: int, seeds: List[int]):
         """`[(kind, seed)]` of the teachers a row with teacher `kind` uses."""
+        shared = self.budget.shared_teacher_seed
         if kind == "cnn_ensemble":
-            return [("cnn", s) for s in _ensemble_seeds(seed, seeds)]
-        return [(kind, seed)]
+            return [("cnn", s) for s in _ensemble_seeds(seed, seeds, shared)]
+        return [(kind, seed if shared is None else shared)]
 
     def test_logits(self, kind: str, seed: int, seeds: List[int]):
         logits = [
@@ -215,9 +230,10 @@ class Context:
         return np.log(np.mean([kd_bench.softmax(l) for l in logits], axis=0))
 
 
-def _ensemble_seeds(seed: int, seeds: List[int]) -> List[int]:
-    """Three teachers: the run's seeds, padded with further ones if fewer."""
-    chosen = list(dict.fromkeys(seeds))[:3]
+def _ensemble_seeds(seed: int, seeds: List[int], shared: Optional[int] = None) -> List[int]:
+    """Three teachers: the run's seeds (or the shared teacher's), padded with
+    further ones if fewer."""
+    chosen = [shared] if shared is not None else list(dict.fromkeys(seeds))[:3]
     extra = max(chosen) + 1 if chosen else 0
     while len(chosen) < 3:
         chosen.append(extra)
@@ -238,18 +254,26 @@ def run_row(row: RowSpec, seed: int, seeds: List[int], context: Context) -> dict
         model, info = kd_bench.get_teacher(row.teacher, seed, budget, context.data)
         logits = kd_bench.teacher_logits(row.teacher, seed, budget, context.data, "test")
         record.update(kd_bench.evaluate_logits(logits, y_test, None))
-        record.update(params=info["params"], train_seconds=info["train_seconds"])
+        record.update(params=info["params"], train_seconds=info["train_seconds"],
+                      train_accuracy=_accuracy(model, x_train, y_train))
         return record
 
     teacher_ids = context.teachers(row.teacher, seed, seeds)
     reference = context.test_logits(row.teacher, seed, seeds).argmax(axis=-1)
     teachers = [kd_bench.get_teacher(k, s, budget, context.data)[0] for k, s in teacher_ids]
+    x_fit, y_fit, epochs = x_train, y_train, budget.student_epochs
+    if row.transfer_size:
+        (x_fit, y_fit), _ = kd_bench.load_data(budget, row.transfer_size)
+        # The first `train_size` images are the students' labelled ones.
+        y_fit = y_fit.copy()
+        y_fit[len(x_train):] = keras_kd.UNLABELED
+        epochs = max(1, round(budget.student_epochs * len(x_train) / len(x_fit)))
     keras.utils.set_random_seed(seed)
     student = _students()[row.student]()
     extra = None
     if row.method == "scratch":
         model = student
-        kd_bench.compile_classifier(model, budget)
+        kd_bench.compile_classifier(model, budget, epochs, len(x_fit))
     else:
         live = row.source == "live"
         model = keras_kd.Distiller(
@@ -258,7 +282,7 @@ def run_row(row: RowSpec, seed: int, seeds: List[int], context: Context) -> dict
         )
         terms = row.terms(student, teachers) if row.terms else []
         model.compile(
-            optimizer=keras.optimizers.Adam(budget.learning_rate),
+            optimizer=kd_bench.optimizer(budget, epochs, len(x_fit)),
             metrics=["accuracy"],
             alpha=row.alpha,
             temperature=row.temperature,
@@ -267,21 +291,28 @@ def run_row(row: RowSpec, seed: int, seeds: List[int], context: Context) -> dict
         if not live:
             def extra(epoch):
                 logits = [
-                    kd_bench.teacher_logits(k, s, budget, context.data, epoch)
+                    kd_bench.teacher_logits(k, s, budget, context.data, epoch,
+                                            transfer_size=row.transfer_size)
                     for k, s in teacher_ids
                 ]
                 return {keras_kd.TEACHER_LOGITS_KEY: logits if len(logits) > 1 else logits[0]}
 
             # Fill the cache first, so its cost is not counted as training.
-            for epoch in range(budget.student_epochs):
+            for epoch in range(epochs):
                 extra(epoch)
-    seconds = kd_bench.fit_by_views(
-        model, x_train, y_train, budget.student_epochs, budget, extra=extra
-    )
+    seconds = kd_bench.fit_by_views(model, x_fit, y_fit, epochs, budget, extra=extra)
     logits = kd_bench.predict_logits(student, x_test)
     record.update(kd_bench.evaluate_logits(logits, y_test, reference))
-    record.update(params=int(student.count_params()), train_seconds=seconds)
+    record.update(params=int(student.count_params()), train_seconds=seconds,
+                  train_accuracy=_accuracy(student, x_train, y_train))
     return record
+
+
+def _accuracy(model, images, labels) -> float:
+    """Accuracy on the (unaugmented) images a student trains on: next to the
+    test accuracy, it tells a student that cannot fit its data (both low)
+    from one that overfits it."""
+    return float((kd_bench.predict_logits(model, images).argmax(-1) == labels).mean())
 
 
 # ----------------------------------------------------------------- reports
@@ -293,8 +324,9 @@ def summarize(records: List[dict]) -> Dict[str, dict]:
         if not rows:
             continue
         entry = {"seeds": [r["seed"] for r in rows], "params": rows[0]["params"]}
-        for metric in ("accuracy", "errors", "agreement", "ece", "train_seconds"):
-            entry[metric] = kd_bench.mean_std([r[metric] for r in rows])
+        for metric in ("accuracy", "errors", "agreement", "ece", "train_accuracy",
+                       "train_seconds"):
+            entry[metric] = kd_bench.mean_std([r.get(metric) for r in rows])
         summary[row.id] = entry
     for row in ROWS:
         if row.id in summary and row.baseline in summary:
@@ -310,31 +342,38 @@ def _pct(pair, digits=2):
     return f"{100 * mean:.{digits}f} ± {100 * std:.{digits}f}"
 
 
+def _teacher_row(row: RowSpec) -> Optional[RowSpec]:
+    for candidate in ROWS:
+        if candidate.method == "teacher" and candidate.teacher == row.teacher:
+            return candidate
+    return None
+
+
 def verdict(summary: Dict[str, dict]) -> List[str]:
-    """The target of the issue, checked on the numbers of this run."""
-    needed = ("teacher", "scratch", "kd")
-    if not all(k in summary for k in needed):
-        return ["Target check: waiting for the teacher, scratch and kd rows."]
-    teacher = summary["teacher"]["accuracy"][0]
-    scratch_mean, scratch_std = summary["scratch"]["accuracy"]
+    """The target of the issue, checked on the numbers of this run: each
+    distilled row against the same student alone and its teacher."""
     lines = []
-    for row_id in ("kd", "kd-live", "ensemble"):
-        if row_id not in summary:
+    for row in ROWS:
+        teacher_row = _teacher_row(row)
+        if (row.method != "distill" or row.id not in summary or row.baseline not in summary
+                or teacher_row is None or teacher_row.id not in summary):
             continue
-        kd_mean, kd_std = summary[row_id]["accuracy"]
+        teacher = summary[teacher_row.id]["accuracy"][0]
+        scratch_mean, scratch_std = summary[row.baseline]["accuracy"]
+        kd_mean, kd_std = summary[row.id]["accuracy"]
         gain = kd_mean - scratch_mean
         gap = teacher - scratch_mean
         closed = gain / gap if gap > 0 else float("nan")
         spread = 2 * max(scratch_std, kd_std)
         met = gain >= 0.01 and gain > spread and closed >= 0.5
         lines.append(
-            f"- `{row_id}` vs `scratch`: {100 * gain:+.2f} points "
+            f"- `{row.id}` vs `{row.baseline}`: {100 * gain:+.2f} points "
             f"(2 std = {100 * spread:.2f}); closes {100 * closed:.0f}% of the "
-            f"teacher-student gap of {100 * gap:.2f} points. Target "
+            f"gap of {100 * gap:.2f} points to `{teacher_row.id}`. Target "
             f"(>= +1.0 point, > 2 std, >= 50% of the gap): "
             f"**{'met' if met else 'not met'}**."
         )
-    return lines
+    return lines or ["Target check: waiting for a teacher, a scratch and a distilled row."]
 
 
 def this_command() -> str:
@@ -363,7 +402,7 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
     (output_dir / "results_table.json").write_text(json.dumps(payload, indent=1))
     with open(output_dir / "results_table.csv", "w", newline="") as handle:
         fields = ["row", "seed", "params", "accuracy", "errors", "agreement", "ece",
-                  "train_seconds"]
+                  "train_accuracy", "train_seconds"]
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(records)
@@ -376,26 +415,37 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
         + " (every number below comes from it; raw per-seed numbers in "
         "`results_table.json` / `results_table.csv`).",
         "",
-        f"Budget shared by every row: a fixed random subset of {b.train_size:,} training "
-        f"images, the first {b.test_size:,} test images; Adam (lr {b.learning_rate:g}), "
-        f"batch {b.batch_size}; teachers {b.teacher_epochs} epochs (CNN teacher "
+        f"Budget shared by every row: students train on a fixed random subset of "
+        f"{b.train_size:,} labelled training images"
+        + (f"; teachers on {b.teacher_size:,} images (the students' {b.train_size:,} "
+           "and more: the teacher was trained on more data than the student has labels "
+           "for, and distillation passes that on through its outputs on the students' "
+           "images only)" if b.teacher_size != b.train_size else ", teachers on the same images")
+        + f"; the first {b.test_size:,} test images; Adam (lr {b.learning_rate:g}"
+        + (", cosine decay to 0" if b.lr_schedule == "cosine" else "")
+        + f"), batch {b.batch_size}; teachers {b.teacher_epochs} epochs (CNN teacher "
         f"`cnn_teacher(width={b.teacher_width})`), students {b.student_epochs} epochs; "
         + ("consistent augmentation (epoch e of every run, teacher and student alike, "
            f"sees the same view e: random horizontal flip and shift of up to "
            f"{kd_bench.SHIFT} pixels); " if b.augment else "no augmentation; ")
         + f"seeds {', '.join(map(str, args.seeds))} (mean ± sample std). "
-        "Each seed has its own teacher; the ensemble is the three teachers of seeds "
-        f"{', '.join(map(str, _ensemble_seeds(args.seeds[0], args.seeds)))}. "
-        "Cached rows read the teacher's logits on each augmented view from a cache "
-        "filled once and shared by all rows and seeds.",
+        + ("Each seed has its own teacher; " if b.shared_teacher_seed is None else
+           f"Every student seed learns from the same teacher (seed {b.shared_teacher_seed}), "
+           "so the teacher row has one seed; ")
+        + "the ensemble is the three teachers of seeds "
+        f"{', '.join(map(str, _ensemble_seeds(args.seeds[0], args.seeds, b.shared_teacher_seed)))}. "
+        + ("Cached rows read the teacher's logits on each augmented view from a cache "
+           "filled once and shared by all rows and seeds." if b.augment else
+           "Cached rows read the teacher's logits on the training images from a cache "
+           "filled once and shared by all rows and seeds."),
         "",
         "| Row | Params | Test accuracy (%) | Test errors | Agreement with teacher (%) "
-        "| ECE (%) | Training time (rel.) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| ECE (%) | Training-set accuracy (%) | Training time (rel.) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in ROWS:
         if row.id in skipped:
-            lines.append(f"| {row.label} | | not run: {skipped[row.id]} | | | | |")
+            lines.append(f"| {row.label} | | not run: {skipped[row.id]} | | | | | |")
             continue
         entry = summary.get(row.id)
         if entry is None:
@@ -406,7 +456,7 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
         lines.append(
             f"| {row.label} (`{row.id}`) | {entry['params']:,} | {_pct(entry['accuracy'])} "
             f"| {errors_mean:.0f} ± {errors_std:.0f} | {_pct(entry['agreement'], 1)} "
-            f"| {_pct(entry['ece'])} | {ratio_text} |"
+            f"| {_pct(entry['ece'])} | {_pct(entry['train_accuracy'], 1)} | {ratio_text} |"
         )
     lines += [
         "",
@@ -425,18 +475,24 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
         "",
         "## How to read this run",
         "",
-        f"- The budget is small because the run shared 2 CPU cores with other jobs: "
-        f"{b.train_size:,} training images, {b.student_epochs} student epochs"
-        + (f", and a CNN teacher of width {b.teacher_width} instead of `cnn_teacher()`'s "
+        f"- The budget fits a CPU machine with 2 cores: students get {b.train_size:,} "
+        f"labelled images and {b.student_epochs} epochs"
+        + (f"; the CNN teacher has width {b.teacher_width} instead of `cnn_teacher()`'s "
            f"default 32 (about {(32 / b.teacher_width) ** 2:.0f} times less convolution compute)"
            if b.teacher_width != 32 else "")
-        + ". Flags (`--train-size`, `--student-epochs`, `--teacher-epochs`, "
-        "`--teacher-width`, `--seeds`) run the same table with a larger budget.",
+        + ". Flags (`--train-size`, `--teacher-train-size`, `--student-epochs`, "
+        "`--teacher-epochs`, `--teacher-width`, `--seeds`) run the same table with "
+        "another budget.",
+        "- Training-set accuracy is measured on the students' own (unaugmented) "
+        "training images. A student whose training-set accuracy is no higher than its "
+        "test accuracy cannot even fit its labels (it is too small), and soft targets "
+        "have little room to help it; one far above it overfits, which is where "
+        "distillation helps most (Hinton et al. 2015, section 6).",
         "- Teachers' BatchNormalization statistics are recomputed after training "
         "(one pass with momentum 0, `kd_bench.recalibrate_batch_norm`): with a short "
         "schedule the moving averages lag behind the weights, and without it a teacher "
         "that was accurate in training mode was close to chance in inference mode.",
-        "- `kd` (cached) and `kd-live` train on the same augmented views and differ only "
+        "- `kd` (cached) and `kd-live` train on the same batches and differ only "
         "in where the teacher logits come from, so their accuracies should agree; their "
         "times show what the teacher's forward pass costs inside the step.",
         "",
@@ -487,6 +543,11 @@ def parse_args(argv=None):
     parser.add_argument("--test-size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--teacher-width", type=int, default=None)
+    parser.add_argument("--teacher-train-size", type=int, default=None,
+                        help="images the teachers train on (default: --train-size)")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None)
+    parser.add_argument("--shared-teacher-seed", type=int, default=None,
+                        help="every student seed learns from this seed's teacher")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--rows", nargs="+", default=None,
                         help=f"row ids to run (default: all): {' '.join(ROW_IDS)}")
@@ -509,13 +570,15 @@ def budget_from_args(args) -> Budget:
     budget = Budget()
     if args.quick:
         budget = replace(budget, train_size=512, test_size=500, teacher_epochs=1,
-                         student_epochs=1, teacher_width=8)
+                         student_epochs=1, teacher_width=8, teacher_train_size=1024)
         if args.seeds == [0, 1, 2]:
             args.seeds = [0]
     overrides = {
         "teacher_epochs": args.teacher_epochs, "student_epochs": args.student_epochs,
         "train_size": args.train_size, "test_size": args.test_size,
         "batch_size": args.batch_size, "teacher_width": args.teacher_width,
+        "teacher_train_size": args.teacher_train_size, "lr_schedule": args.lr_schedule,
+        "shared_teacher_seed": args.shared_teacher_seed,
         "cache_dir": args.cache_dir,
     }
     budget = replace(budget, **{k: v for k, v in overrides.items() if v is not None})
@@ -562,7 +625,9 @@ def main(argv=None) -> Path:
             fresh = False
             continue
         row_records = []
-        for seed in args.seeds:
+        shared = budget.shared_teacher_seed
+        row_seeds = [shared] if row.method == "teacher" and shared is not None else args.seeds
+        for seed in row_seeds:
             record = run_row(row, seed, args.seeds, context)
             row_records.append(record)
             log(f"{row.id} seed {seed}: accuracy {record['accuracy']:.4f}, "

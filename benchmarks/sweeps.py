@@ -36,9 +36,9 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES))
     parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
-    parser.add_argument("--alpha", type=float, default=0.1,
+    parser.add_argument("--alpha", type=float, default=0.5,
                         help="alpha of the temperature sweep")
-    parser.add_argument("--temperature", type=float, default=4.0,
+    parser.add_argument("--temperature", type=float, default=2.0,
                         help="temperature of the alpha sweep")
     parser.add_argument("--student-epochs", type=int, default=None)
     parser.add_argument("--train-size", type=int, default=None)

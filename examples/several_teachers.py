@@ -14,14 +14,13 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
-import numpy as np
 
 import keras_kd
 from keras_kd import datasets, models
 
 
 def accuracy(model, x, y):
-    return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
+    return keras_kd.evaluation.accuracy(y, model.predict(x, verbose=0))
 
 
 def main(argv=None):

@@ -42,9 +42,10 @@ def test_results_table_quick_writes_every_row_with_sane_values(quick_run):
     test_size = int(payload["budget"]["test_size"])
     ran = {record["row"] for record in payload["records"]}
     assert ran | set(payload["skipped"]) == set(results_table.ROW_IDS)
-    for row in ("teacher", "scratch", "kd", "kd-live", "ensemble", "hinton-teacher",
-                "hinton-800-scratch", "hinton-800-kd", "hinton-30-scratch",
-                "hinton-30-t2.5", "hinton-30-t4", "hints", "at", "dkd"):
+    for row in ("teacher", "scratch", "kd", "kd-live", "kd-transfer", "ensemble",
+                "hinton-teacher", "hinton-800-scratch", "hinton-800-kd", "mlp-800-kd-cnn",
+                "mlp-800-kd-cnn-transfer", "hinton-30-scratch", "hinton-30-t2.5",
+                "hinton-30-t4", "hints", "at", "dkd"):
         assert row in ran
         assert f"(`{row}`)" in markdown
     for row_id, reason in payload["skipped"].items():
@@ -54,6 +55,7 @@ def test_results_table_quick_writes_every_row_with_sane_values(quick_run):
         assert 0.0 <= record["accuracy"] <= 1.0
         assert record["errors"] == round((1.0 - record["accuracy"]) * test_size)
         assert 0.0 <= record["ece"] <= 1.0
+        assert 0.0 <= record["train_accuracy"] <= 1.0
         assert record["params"] > 0 and record["train_seconds"] > 0
         if record["row"] in ("teacher", "hinton-teacher"):
             assert record["agreement"] is None
@@ -62,7 +64,7 @@ def test_results_table_quick_writes_every_row_with_sane_values(quick_run):
     by_row = {r["row"]: r for r in payload["records"]}
     # Cached and live teachers see the same augmented views: same student.
     assert abs(by_row["kd"]["accuracy"] - by_row["kd-live"]["accuracy"]) <= 0.01
-    assert by_row["scratch"]["params"] == by_row["kd"]["params"]
+    assert by_row["scratch"]["params"] == by_row["kd"]["params"] == by_row["kd-transfer"]["params"]
     assert by_row["hinton-teacher"]["params"] == 2 * 1200 + 784 * 1200 + 1200 * 1200 + 1200 * 10 + 10
     assert payload["summary"]["scratch"]["time_ratio"] == pytest.approx(1.0)
     assert "## Target check" in markdown
@@ -77,7 +79,7 @@ def test_sweeps_quick_reuses_the_cache_and_plots(quick_run):
          "--temperatures", "2", "--alphas", "1.0")
     payload = json.loads((output / "sweeps.json").read_text())
     assert [(r["sweep"], r["temperature"], r["alpha"]) for r in payload["runs"]] == [
-        ("temperature", 2.0, 0.1), ("alpha", 4.0, 1.0)]
+        ("temperature", 2.0, 0.5), ("alpha", 2.0, 1.0)]
     table = json.loads((output / "results_table.json").read_text())
     scratch = next(r for r in table["records"] if r["row"] == "scratch")
     # alpha = 1 through the Distiller is the student trained on labels alone.

@@ -432,8 +432,9 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
         + ("Each seed has its own teacher; " if b.shared_teacher_seed is None else
            f"Every student seed learns from the same teacher (seed {b.shared_teacher_seed}), "
            "so the teacher row has one seed; ")
-        + "the ensemble is the three teachers of seeds "
-        f"{', '.join(map(str, _ensemble_seeds(args.seeds[0], args.seeds, b.shared_teacher_seed)))}. "
+        + ("the ensemble is the three teachers of seeds "
+           f"{', '.join(map(str, _ensemble_seeds(args.seeds[0], args.seeds, b.shared_teacher_seed)))}. "
+           if "ensemble" in summary else "")
         + ("Cached rows read the teacher's logits on each augmented view from a cache "
            "filled once and shared by all rows and seeds." if b.augment else
            "Cached rows read the teacher's logits on the training images from a cache "

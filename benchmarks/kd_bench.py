@@ -63,10 +63,6 @@ class Budget:
     def teacher_size(self) -> int:
         return self.teacher_train_size or self.train_size
 
-    def key(self) -> str:
-        """Names the data and augmentation a cached output depends on."""
-        return f"n{self.train_size}-t{self.test_size}-aug{int(self.augment)}"
-
     def teacher_key(self) -> str:
         """Names what a trained teacher depends on (its data and schedule)."""
         schedule = "" if self.lr_schedule == "constant" else f"-{self.lr_schedule}"

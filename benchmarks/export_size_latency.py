@@ -1,10 +1,10 @@
 """Size, latency and accuracy of exported LiteRT models, side by side.
 
-Trains a `cnn_teacher()` briefly on Fashion-MNIST and distils a
-`cnn_student()` from it (or reuses both from `--cache-dir`), then exports the
-teacher (float32 and int8) and the student (float32, float16, dynamic-range,
-int8)
-with `keras_kd.export`, each verified against its Keras model on the 10,000
+Trains a `cnn_teacher()` briefly on Fashion-MNIST and distils two
+`cnn_student`s from it, the results table's (`--student-width`, default 12)
+and a smaller one (width 8), or reuses them from `--cache-dir`. Exports the
+teacher (float32 and int8), the student (float32, float16, dynamic-range,
+int8) and the smaller student (float32 and int8) with `keras_kd.export`, each verified against its Keras model on the 10,000
 test images. For each file it reports the size, the test accuracy computed by
 the LiteRT interpreter, and the median single-example latency in the LiteRT
 interpreter on CPU (one thread, batch 1, after a warm-up).
@@ -20,6 +20,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,19 +35,22 @@ from keras_kd import models
 from keras_kd.datasets import load_fashion_mnist
 
 HERE = Path(__file__).resolve().parent
+#: `cnn_student()`'s default width: a second, smaller student whose file shows
+#: how the fixed part of a `.tflite` file weighs on a very small model.
+SMALL_STUDENT_WIDTH = 8
 
 
 def train_models(cache_dir: Path, args, data):
-    """The teacher and the distilled student, from the cache when present.
+    """The teacher and the distilled students (`{width: student}`), from the
+    cache when present.
 
-    The teacher is saved as soon as it is trained; the student is distilled
+    The teacher is saved as soon as it is trained; the students are distilled
     from the teacher's logits computed once (`teacher=None` with
     `TEACHER_LOGITS_KEY` batches), which on CPU costs one teacher forward
     pass instead of one per epoch.
     """
     (x_train, y_train), _ = data
     teacher_path = cache_dir / "teacher.keras"
-    student_path = cache_dir / "student.keras"
     cache_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     if teacher_path.exists():
@@ -61,16 +65,24 @@ def train_models(cache_dir: Path, args, data):
         )
         teacher.fit(x_train, y_train, epochs=args.teacher_epochs, batch_size=128, verbose=2)
         teacher.save(teacher_path)
-    if student_path.exists():
-        print(f"Reusing {student_path}")
-        return teacher, keras.saving.load_model(student_path)
-    teacher_logits = teacher.predict(x_train, batch_size=512, verbose=0)
-    distiller = keras_kd.Distiller(student=models.cnn_student(), teacher=None)
-    distiller.compile(optimizer="adam", metrics=["accuracy"], alpha=0.5, temperature=2.0)
-    inputs = {keras_kd.INPUTS_KEY: x_train, keras_kd.TEACHER_LOGITS_KEY: teacher_logits}
-    distiller.fit(inputs, y_train, epochs=args.student_epochs, batch_size=128, verbose=2)
-    distiller.student.save(student_path)
-    return teacher, distiller.student
+    students = {}
+    teacher_logits = None
+    for width in dict.fromkeys([args.student_width, SMALL_STUDENT_WIDTH]):
+        student_path = cache_dir / f"student_w{width}.keras"
+        if student_path.exists():
+            print(f"Reusing {student_path}")
+            students[width] = keras.saving.load_model(student_path)
+            continue
+        if teacher_logits is None:
+            teacher_logits = teacher.predict(x_train, batch_size=512, verbose=0)
+        keras.utils.set_random_seed(args.seed)
+        distiller = keras_kd.Distiller(student=models.cnn_student(width=width), teacher=None)
+        distiller.compile(optimizer="adam", metrics=["accuracy"], alpha=0.5, temperature=2.0)
+        inputs = {keras_kd.INPUTS_KEY: x_train, keras_kd.TEACHER_LOGITS_KEY: teacher_logits}
+        distiller.fit(inputs, y_train, epochs=args.student_epochs, batch_size=128, verbose=2)
+        distiller.student.save(student_path)
+        students[width] = distiller.student
+    return teacher, students
 
 
 def float16_rounding_error(model, images: np.ndarray) -> float:
@@ -107,8 +119,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=str(HERE / ".cache" / "export"),
                         help="Where the trained models are kept (*.keras is gitignored).")
-    parser.add_argument("--teacher-epochs", type=int, default=1)
+    parser.add_argument("--teacher-epochs", type=int, default=2)
     parser.add_argument("--student-epochs", type=int, default=3)
+    parser.add_argument("--student-width", type=int, default=12,
+                        help="width of the exported `cnn_student` (12: the results "
+                        "table's student)")
     parser.add_argument("--runs", type=int, default=1000, help="Timed runs per model.")
     parser.add_argument("--calibration-examples", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
@@ -121,7 +136,9 @@ def main() -> None:
     # int32 labels: uint8 cannot hold keras_kd.UNLABELED (-1).
     x_train, y_train = x_train[: args.train_examples], y_train[: args.train_examples].astype("int32")
     data = (x_train, y_train), (x_test, y_test)
-    teacher, student = train_models(Path(args.cache_dir), args, data)
+    teacher, students = train_models(Path(args.cache_dir), args, data)
+    student = students[args.student_width]
+    small = students[SMALL_STUDENT_WIDTH]
     calibration = x_train[: args.calibration_examples]
 
     rows = []
@@ -136,11 +153,15 @@ def main() -> None:
             # The same conversion on a model 17 times larger: how much of the
             # student's ratio is the file's fixed part.
             ("teacher", teacher, "int8"),
+            # And on a student less than half as large.
+            ("small student", small, None),
+            ("small student", small, "int8"),
         ]
         for name, model, label in variants:
             quantization = label.split(",")[0] if label else None
             int8_io = label == "int8, int8 I/O"
-            path = os.path.join(workdir, f"{name}_{quantization or 'float32'}{'_io' if int8_io else ''}.tflite")
+            stem = name.replace(" ", "_")
+            path = os.path.join(workdir, f"{stem}_{quantization or 'float32'}{'_io' if int8_io else ''}.tflite")
             try:
                 result = keras_kd.export(
                     model, path, quantization=quantization, int8_io=int8_io,
@@ -169,15 +190,18 @@ def main() -> None:
             })
 
     load = os.getloadavg()[0]
-    student_float = rows[1]
-    int8 = rows[4]
+    by_name = {(row["model"], row["quantization"]): row for row in rows}
+    student_float, int8 = by_name["student", "float32"], by_name["student", "int8"]
     ratio = student_float["size"] / int8["size"]
     drop = 100 * (student_float["accuracy"] - int8["accuracy"])
+    command = " ".join(["PYTHONPATH=. python", "benchmarks/export_size_latency.py", *sys.argv[1:]])
     lines = [
         "# Export: size, latency and accuracy (LiteRT, CPU)",
         "",
-        "Produced by `PYTHONPATH=. python benchmarks/export_size_latency.py` "
-        f"(teacher {args.teacher_epochs} epoch(s), student distilled {args.student_epochs} "
+        f"Produced by `{command}` "
+        f"(teacher `cnn_teacher()` trained {args.teacher_epochs} epoch(s); students "
+        f"`cnn_student(width={args.student_width})` and, smaller, "
+        f"`cnn_student(width={SMALL_STUDENT_WIDTH})` distilled {args.student_epochs} "
         f"epoch(s) with T = 2, alpha = 0.5 from the teacher's logits, on {len(x_train):,} "
         "Fashion-MNIST training images; "
         f"int8 calibrated on {len(calibration)} training images).",
@@ -191,10 +215,10 @@ def main() -> None:
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        reference = rows[0] if row["model"] == "teacher" else student_float
+        reference = by_name[row["model"], "float32"]
         parity = row["parity"]
         if parity.criterion == "max_abs_diff":
-            check = f"max abs diff {parity.max_abs_diff:.1e} (<= {parity.bound:g})"
+            check = f"max abs diff {parity.max_abs_diff:.2e} (<= {parity.bound:g})"
         else:
             check = f"top-1 agreement {100 * parity.top1_agreement:.2f}% (>= {100 * parity.bound:.0f}%)"
         check += "" if parity.passed else " FAIL"
@@ -204,48 +228,55 @@ def main() -> None:
             f"{row['latency']:.3f} | {100 * row['accuracy']:.2f}% | {check} |"
         )
     verdict = "met" if ratio >= 3.5 and drop <= 0.5 else "NOT met"
+    io_ratio = student_float["size"] / by_name["student", "int8, int8 I/O"]["size"]
     lines += [
         "",
-        f"Keras accuracy: teacher {100 * rows[0]['keras_accuracy']:.2f}%, "
-        f"student {100 * student_float['keras_accuracy']:.2f}%.",
+        "Keras accuracy: "
+        + ", ".join(f"{row['model']} {100 * row['keras_accuracy']:.2f}%"
+                    for row in rows if row["quantization"] == "float32")
+        + ".",
         "",
         f"Target (int8 student at least 3.5x smaller than its float32 file, at most "
-        f"0.5 points less accurate): {verdict}. Measured: {ratio:.2f}x smaller, "
-        f"{drop:+.2f} points of accuracy lost. With int8 input/output tensors as well "
-        f"(no quantize/dequantize ops in the file): {student_float['size'] / rows[5]['size']:.2f}x "
-        "smaller.",
+        f"0.5 points less accurate): {verdict} for `cnn_student(width={args.student_width})`. "
+        f"Measured: {ratio:.2f}x smaller; test accuracy {100 * int8['accuracy']:.2f}% against "
+        f"{100 * student_float['accuracy']:.2f}% in float32 ({-drop:+.2f} points). With int8 "
+        f"input/output tensors as well (no quantize/dequantize ops in the file): "
+        f"{io_ratio:.2f}x smaller.",
     ]
-    if rows[0]["accuracy"] < student_float["accuracy"]:
+    if by_name["teacher", "float32"]["accuracy"] < student_float["accuracy"]:
         lines += [
             "",
             f"The teacher got only {args.teacher_epochs} epoch(s) of training (the CPU budget "
             "of this run) and is less accurate than the student here; this table is about "
             "export (size, speed, parity), not about distillation quality.",
         ]
-    if ratio < 3.5:
-        # Weights take 4 bytes each in float32 and about 1 in int8 (biases
-        # stay 32-bit); the rest of each file is graph, names and metadata.
-        params = student_float["params"]
-        lines += [
-            "",
-            "Why the ratio is below 4x: besides the weights (about "
-            f"{4 * params / 1024:.1f} KiB in float32, {params / 1024:.1f} KiB in int8 "
-            f"for {params:,} parameters) each file holds the graph, tensor names, the "
-            "signature and, for int8, per-channel scales and zero points: about "
-            f"{(student_float['size'] - 4 * params) / 1024:.1f} KiB in the float32 file "
-            f"and {(int8['size'] - params) / 1024:.1f} KiB in the int8 file. For a model "
-            "this small that fixed part is a large share of the int8 file. The teacher, "
-            f"{rows[0]['params']:,} parameters through the same int8 conversion, is "
-            f"{rows[0]['size'] / rows[6]['size']:.2f}x smaller than its float32 file.",
-        ]
-    float16 = rows[2]
+    # Weights take 4 bytes each in float32 and about 1 in int8 (biases stay
+    # 32-bit); the rest of each file is graph, names and metadata.
+    overheads = []
+    for name in ("student", "small student", "teacher"):
+        float_row, int8_row = by_name[name, "float32"], by_name[name, "int8"]
+        params = float_row["params"]
+        overheads.append(
+            f"{name} ({params:,} parameters): {float_row['size'] / int8_row['size']:.2f}x, "
+            f"with {(float_row['size'] - 4 * params) / 1024:.1f} KiB of the float32 file and "
+            f"{(int8_row['size'] - params) / 1024:.1f} KiB of the int8 file not weights"
+        )
+    lines += [
+        "",
+        "Why int8 is less than 4x smaller: besides the weights (4 bytes each in float32, "
+        "about 1 in int8) each file holds the graph, tensor names, the signature and, for "
+        "int8, per-channel scales and zero points, a part that does not shrink with the "
+        "weights. The smaller the model, the larger its share: "
+        + "; ".join(overheads) + ".",
+    ]
+    float16 = by_name["student", "float16"]
     rounding = float16_rounding_error(student, x_test)
     lines += [
         "",
         "float16: the Keras student itself, with every weight rounded to float16 and "
-        f"nothing exported, differs from the float32 student by up to {rounding:.1e} in "
+        f"nothing exported, differs from the float32 student by up to {rounding:.2e} in "
         f"probability on the test images; the float16 file differs by "
-        f"{float16['parity'].max_abs_diff:.1e}. "
+        f"{float16['parity'].max_abs_diff:.2e}. "
         + ("The file is as close as float16 weights allow; this student's weights cannot "
            "meet the 1e-3 bound in float16 at all (pass `max_abs_diff` to accept it)."
            if not float16["parity"].passed else "Both are within the 1e-3 bound."),

@@ -40,8 +40,11 @@ class Budget:
     first `teacher_train_size` images of the same fixed random order (a
     superset of the students' images; `None` means the students' set), as
     when a large model was trained on more data than the user has labels for.
-    The learning rate follows `lr_schedule` (`"cosine"` decay to zero over
-    the run, or `"constant"`). With `shared_teacher_seed`, every student seed
+    Adam's learning rate starts at `teacher_learning_rate` for teachers and
+    `student_learning_rate` for students (a small student fits its data
+    better with a larger step; the value was tuned for the student trained
+    alone) and follows `lr_schedule` (`"cosine"` decay to zero over the run,
+    or `"constant"`). With `shared_teacher_seed`, every student seed
     learns from the one teacher of that seed (teachers are the expensive part
     on a CPU); otherwise each seed has its own teacher.
     """
@@ -52,8 +55,10 @@ class Budget:
     student_epochs: int = 30
     batch_size: int = 128
     augment: bool = False
-    learning_rate: float = 1e-3
+    teacher_learning_rate: float = 1e-3
+    student_learning_rate: float = 3e-3
     teacher_width: int = 16
+    student_width: int = 12
     teacher_train_size: Optional[int] = 60000
     lr_schedule: str = "cosine"
     shared_teacher_seed: Optional[int] = 0
@@ -66,8 +71,9 @@ class Budget:
     def teacher_key(self) -> str:
         """Names what a trained teacher depends on (its data and schedule)."""
         schedule = "" if self.lr_schedule == "constant" else f"-{self.lr_schedule}"
+        rate = "" if self.teacher_learning_rate == 1e-3 else f"-lr{self.teacher_learning_rate:g}"
         return (f"n{self.teacher_size}-t{self.test_size}-aug{int(self.augment)}"
-                f"-e{self.teacher_epochs}{schedule}")
+                f"-e{self.teacher_epochs}{schedule}{rate}")
 
 
 def log(message: str) -> None:
@@ -134,26 +140,27 @@ def teacher_key(kind: str, seed: int, budget: Budget) -> str:
     return f"{kind}{width}-{budget.teacher_key()}-s{seed}"
 
 
-def optimizer(budget: Budget, epochs: int, examples: int):
-    """Adam with the budget's learning-rate schedule for `epochs` epochs."""
+def optimizer(budget: Budget, epochs: int, examples: int, learning_rate: float):
+    """Adam from `learning_rate` with the budget's schedule for `epochs` epochs."""
     import keras
 
     if budget.lr_schedule == "constant":
-        return keras.optimizers.Adam(budget.learning_rate)
+        return keras.optimizers.Adam(learning_rate)
     if budget.lr_schedule == "cosine":
         steps = epochs * -(-examples // budget.batch_size)
         return keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(budget.learning_rate, steps)
+            keras.optimizers.schedules.CosineDecay(learning_rate, steps)
         )
     raise ValueError("`lr_schedule` must be 'constant' or 'cosine'. "
                      f"Received: lr_schedule={budget.lr_schedule!r}.")
 
 
-def compile_classifier(model, budget: Budget, epochs: int, examples: int) -> None:
+def compile_classifier(model, budget: Budget, epochs: int, examples: int,
+                       learning_rate: float) -> None:
     import keras
 
     model.compile(
-        optimizer=optimizer(budget, epochs, examples),
+        optimizer=optimizer(budget, epochs, examples, learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -207,7 +214,8 @@ def get_teacher(kind: str, seed: int, budget: Budget, data):
     log(f"training teacher {key} on {len(x_train):,} images")
     keras.utils.set_random_seed(seed)
     model = build_teacher(kind, budget)
-    compile_classifier(model, budget, budget.teacher_epochs, len(x_train))
+    compile_classifier(model, budget, budget.teacher_epochs, len(x_train),
+                       budget.teacher_learning_rate)
     seconds = fit_by_views(model, x_train, y_train, budget.teacher_epochs, budget)
     recalibrate_batch_norm(model, x_train)
     model.save(path)
@@ -252,6 +260,8 @@ def teacher_logits(kind: str, seed: int, budget: Budget, data, which,
     `which` of the first `transfer_size` training images instead (a transfer
     set that contains the students' labelled images and more).
     """
+    if which != "test" and not budget.augment:
+        which = 0  # Without augmentation every view is the same images.
     directory = Path(budget.cache_dir) / "logits"
     directory.mkdir(parents=True, exist_ok=True)
     images_name = "" if transfer_size is None else f"transfer{transfer_size}-"
@@ -263,7 +273,7 @@ def teacher_logits(kind: str, seed: int, budget: Budget, data, which,
     model, _ = get_teacher(kind, seed, budget, data)
     (x_train, _), (x_test, _) = data
     if transfer_size is not None:
-        (x_train, _), _ = load_data(budget, transfer_size)
+        x_train = _transfer_images(budget, transfer_size)
     images = x_test if which == "test" else view(x_train, which, budget)
     start = time.perf_counter()
     logits = predict_logits(model, images)
@@ -273,6 +283,18 @@ def teacher_logits(kind: str, seed: int, budget: Budget, data, which,
     np.save(partial, logits)
     os.replace(partial, path)
     return logits
+
+
+_TRANSFER_IMAGES: Dict[int, np.ndarray] = {}
+
+
+def _transfer_images(budget: Budget, size: int) -> np.ndarray:
+    """The first `size` training images, loaded once per process (every view
+    of every teacher of a transfer-set row needs them)."""
+    if size not in _TRANSFER_IMAGES:
+        _TRANSFER_IMAGES.clear()
+        (_TRANSFER_IMAGES[size], _), _ = load_data(budget, size)
+    return _TRANSFER_IMAGES[size]
 
 
 def _cache_seconds_path(budget: Budget) -> Path:

@@ -37,11 +37,11 @@ COMMAND = "PYTHONPATH=. python benchmarks/results_table.py"
 
 # ------------------------------------------------------------- row registry
 
-def _students() -> Dict[str, Callable]:
+def _students(budget: Budget) -> Dict[str, Callable]:
     from keras_kd import models
 
     return {
-        "cnn_student": lambda: models.cnn_student(),
+        "cnn_student": lambda: models.cnn_student(width=budget.student_width),
         "mlp_800": lambda: models.mlp((800, 800), name="mlp_800"),
         "mlp_30": lambda: models.mlp((30, 30), name="mlp_30"),
     }
@@ -107,21 +107,26 @@ def _needs(*names: str) -> Callable[[], Optional[str]]:
     return check
 
 
+#: Temperature and alpha of the Hinton KD rows of the CNN student, chosen by
+#: one-seed pilots on the transfer-set setting (T=1 beat T=2, alpha 0.1 beat 0.5).
+KD_SETTING = {"temperature": 1.0, "alpha": 0.1}
+
 ROWS: List[RowSpec] = [
     RowSpec("teacher", "CNN teacher", "teacher", teacher="cnn", baseline="scratch"),
     RowSpec("scratch", "CNN student, from scratch", "scratch", student="cnn_student",
             teacher="cnn"),
     RowSpec("kd", "CNN student, Hinton KD (cached teacher)", "distill",
-            student="cnn_student", teacher="cnn", temperature=2.0, alpha=0.5),
+            student="cnn_student", teacher="cnn", **KD_SETTING),
     RowSpec("kd-live", "CNN student, Hinton KD (live teacher)", "distill",
-            student="cnn_student", teacher="cnn", source="live", temperature=2.0,
-            alpha=0.5),
+            student="cnn_student", teacher="cnn", source="live", **KD_SETTING),
     RowSpec("kd-transfer", "CNN student, Hinton KD on its 10k labelled + 50k unlabelled "
             "images (cached teacher)", "distill", student="cnn_student", teacher="cnn",
-            temperature=2.0, alpha=0.5, transfer_size=60000),
-    RowSpec("ensemble", "CNN student, KD from an ensemble of 3 teachers (cached)",
-            "distill", student="cnn_student", teacher="cnn_ensemble", temperature=2.0,
-            alpha=0.5),
+            transfer_size=60000, **KD_SETTING),
+    RowSpec("ensemble-teacher", "3 CNN teachers (mean probabilities)", "teacher",
+            teacher="cnn_ensemble"),
+    RowSpec("ensemble", "CNN student, KD from an ensemble of 3 teachers on its 10k "
+            "labelled + 50k unlabelled images (cached)", "distill", student="cnn_student",
+            teacher="cnn_ensemble", transfer_size=60000, **KD_SETTING),
     RowSpec("hinton-teacher", "MLP 2x1200 teacher, dropout (Hinton's setting)",
             "teacher", teacher="mlp", baseline="hinton-800-scratch"),
     RowSpec("hinton-800-scratch", "MLP 2x800, from scratch", "scratch",
@@ -150,7 +155,8 @@ ROWS: List[RowSpec] = [
 def _hint_terms(student, teachers):
     import keras_kd
 
-    # Both `block2` outputs are 14x14; a 1x1 adapter maps 16 to 64 channels.
+    # Both `block2` outputs are 14x14; a 1x1 adapter maps the student's channels
+    # to the teacher's.
     return [keras_kd.HintLoss(student_layer="block2", teacher_layer="block2", loss_weight=1.0)]
 
 
@@ -170,11 +176,11 @@ def _dkd_terms(student, teachers):
 
 ROWS += [
     RowSpec("hints", "CNN student, KD + FitNets hints on block2 (live teacher)", "distill",
-            student="cnn_student", teacher="cnn", source="live", temperature=2.0,
-            alpha=0.5, terms=_hint_terms, available=_needs("HintLoss")),
+            student="cnn_student", teacher="cnn", source="live", terms=_hint_terms,
+            available=_needs("HintLoss"), **KD_SETTING),
     RowSpec("at", "CNN student, KD + attention transfer on block1-2 (live teacher)",
             "distill", student="cnn_student", teacher="cnn", source="live",
-            temperature=2.0, alpha=0.5, terms=_attention_terms,
+            **KD_SETTING, terms=_attention_terms,
             available=_needs("AttentionTransfer")),
     # DKD replaces Hinton's term: cross-entropy (weight 1) + DKD, as in the paper.
     RowSpec("dkd", "CNN student, DKD (alpha 1, beta 8, T=4; cached teacher)", "distill",
@@ -214,7 +220,7 @@ class Context:
         """`[(kind, seed)]` of the teachers a row with teacher `kind` uses."""
         shared = self.budget.shared_teacher_seed
         if kind == "cnn_ensemble":
-            return [("cnn", s) for s in _ensemble_seeds(seed, seeds, shared)]
+            return [("cnn", s) for s in _ensemble_seeds(seeds, shared)]
         return [(kind, seed if shared is None else shared)]
 
     def test_logits(self, kind: str, seed: int, seeds: List[int]):
@@ -230,7 +236,7 @@ class Context:
         return np.log(np.mean([kd_bench.softmax(l) for l in logits], axis=0))
 
 
-def _ensemble_seeds(seed: int, seeds: List[int], shared: Optional[int] = None) -> List[int]:
+def _ensemble_seeds(seeds: List[int], shared: Optional[int] = None) -> List[int]:
     """Three teachers: the run's seeds (or the shared teacher's), padded with
     further ones if fewer."""
     chosen = [shared] if shared is not None else list(dict.fromkeys(seeds))[:3]
@@ -251,11 +257,17 @@ def run_row(row: RowSpec, seed: int, seeds: List[int], context: Context) -> dict
     (x_train, y_train), (x_test, y_test) = context.data
     record = {"row": row.id, "seed": seed}
     if row.method == "teacher":
-        model, info = kd_bench.get_teacher(row.teacher, seed, budget, context.data)
-        logits = kd_bench.teacher_logits(row.teacher, seed, budget, context.data, "test")
+        # One teacher, or an ensemble that predicts with its mean probabilities.
+        trained = [kd_bench.get_teacher(k, s, budget, context.data)
+                   for k, s in context.teachers(row.teacher, seed, seeds)]
+        logits = context.test_logits(row.teacher, seed, seeds)
         record.update(kd_bench.evaluate_logits(logits, y_test, None))
-        record.update(params=info["params"], train_seconds=info["train_seconds"],
-                      train_accuracy=_accuracy(model, x_train, y_train))
+        train_probabilities = np.mean(
+            [kd_bench.softmax(kd_bench.predict_logits(model, x_train)) for model, _ in trained],
+            axis=0)
+        record.update(params=sum(info["params"] for _, info in trained),
+                      train_seconds=sum(info["train_seconds"] for _, info in trained),
+                      train_accuracy=float((train_probabilities.argmax(-1) == y_train).mean()))
         return record
 
     teacher_ids = context.teachers(row.teacher, seed, seeds)
@@ -269,11 +281,12 @@ def run_row(row: RowSpec, seed: int, seeds: List[int], context: Context) -> dict
         y_fit[len(x_train):] = keras_kd.UNLABELED
         epochs = max(1, round(budget.student_epochs * len(x_train) / len(x_fit)))
     keras.utils.set_random_seed(seed)
-    student = _students()[row.student]()
+    student = _students(budget)[row.student]()
     extra = None
     if row.method == "scratch":
         model = student
-        kd_bench.compile_classifier(model, budget, epochs, len(x_fit))
+        kd_bench.compile_classifier(model, budget, epochs, len(x_fit),
+                                    budget.student_learning_rate)
     else:
         live = row.source == "live"
         model = keras_kd.Distiller(
@@ -282,7 +295,8 @@ def run_row(row: RowSpec, seed: int, seeds: List[int], context: Context) -> dict
         )
         terms = row.terms(student, teachers) if row.terms else []
         model.compile(
-            optimizer=kd_bench.optimizer(budget, epochs, len(x_fit)),
+            optimizer=kd_bench.optimizer(budget, epochs, len(x_fit),
+                                        budget.student_learning_rate),
             metrics=["accuracy"],
             alpha=row.alpha,
             temperature=row.temperature,
@@ -419,12 +433,15 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
         f"{b.train_size:,} labelled training images"
         + (f"; teachers on {b.teacher_size:,} images (the students' {b.train_size:,} "
            "and more: the teacher was trained on more data than the student has labels "
-           "for, and distillation passes that on through its outputs on the students' "
-           "images only)" if b.teacher_size != b.train_size else ", teachers on the same images")
-        + f"; the first {b.test_size:,} test images; Adam (lr {b.learning_rate:g}"
+           "for, and distillation passes that on through its outputs: on the students' "
+           "images, and in the transfer-set rows on the other images too, without "
+           "their labels)" if b.teacher_size != b.train_size else ", teachers on the same images")
+        + f"; the first {b.test_size:,} test images; Adam (learning rate "
+        f"{b.teacher_learning_rate:g} for teachers, {b.student_learning_rate:g} for students"
         + (", cosine decay to 0" if b.lr_schedule == "cosine" else "")
         + f"), batch {b.batch_size}; teachers {b.teacher_epochs} epochs (CNN teacher "
-        f"`cnn_teacher(width={b.teacher_width})`), students {b.student_epochs} epochs; "
+        f"`cnn_teacher(width={b.teacher_width})`), students {b.student_epochs} epochs (CNN "
+        f"student `cnn_student(width={b.student_width})`); "
         + ("consistent augmentation (epoch e of every run, teacher and student alike, "
            f"sees the same view e: random horizontal flip and shift of up to "
            f"{kd_bench.SHIFT} pixels); " if b.augment else "no augmentation; ")
@@ -433,11 +450,11 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
            f"Every student seed learns from the same teacher (seed {b.shared_teacher_seed}), "
            "so the teacher row has one seed; ")
         + ("the ensemble is the three teachers of seeds "
-           f"{', '.join(map(str, _ensemble_seeds(args.seeds[0], args.seeds, b.shared_teacher_seed)))}. "
-           if "ensemble" in summary else "")
-        + ("Cached rows read the teacher's logits on each augmented view from a cache "
+           f"{', '.join(map(str, _ensemble_seeds(args.seeds, b.shared_teacher_seed)))}; "
+           if "ensemble" in summary or "ensemble-teacher" in summary else "")
+        + ("cached rows read the teacher's logits on each augmented view from a cache "
            "filled once and shared by all rows and seeds." if b.augment else
-           "Cached rows read the teacher's logits on the training images from a cache "
+           "cached rows read the teacher's logits on the training images from a cache "
            "filled once and shared by all rows and seeds."),
         "",
         "| Row | Params | Test accuracy (%) | Test errors | Agreement with teacher (%) "
@@ -482,8 +499,8 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
            f"default 32 (about {(32 / b.teacher_width) ** 2:.0f} times less convolution compute)"
            if b.teacher_width != 32 else "")
         + ". Flags (`--train-size`, `--teacher-train-size`, `--student-epochs`, "
-        "`--teacher-epochs`, `--teacher-width`, `--seeds`) run the same table with "
-        "another budget.",
+        "`--teacher-epochs`, `--teacher-width`, `--student-width`, "
+        "`--student-learning-rate`, `--seeds`) run the same table with another budget.",
         "- Training-set accuracy is measured on the students' own (unaugmented) "
         "training images. A student whose training-set accuracy is no higher than its "
         "test accuracy cannot even fit its labels (it is too small), and soft targets "
@@ -544,9 +561,13 @@ def parse_args(argv=None):
     parser.add_argument("--test-size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--teacher-width", type=int, default=None)
+    parser.add_argument("--student-width", type=int, default=None,
+                        help="width of the CNN student, `cnn_student(width=...)`")
     parser.add_argument("--teacher-train-size", type=int, default=None,
                         help="images the teachers train on (default: --train-size)")
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None)
+    parser.add_argument("--teacher-learning-rate", type=float, default=None)
+    parser.add_argument("--student-learning-rate", type=float, default=None)
     parser.add_argument("--shared-teacher-seed", type=int, default=None,
                         help="every student seed learns from this seed's teacher")
     parser.add_argument("--no-augment", action="store_true")
@@ -571,14 +592,18 @@ def budget_from_args(args) -> Budget:
     budget = Budget()
     if args.quick:
         budget = replace(budget, train_size=512, test_size=500, teacher_epochs=1,
-                         student_epochs=1, teacher_width=8, teacher_train_size=1024)
+                         student_epochs=1, teacher_width=8, student_width=4,
+                         teacher_train_size=1024)
         if args.seeds == [0, 1, 2]:
             args.seeds = [0]
     overrides = {
         "teacher_epochs": args.teacher_epochs, "student_epochs": args.student_epochs,
         "train_size": args.train_size, "test_size": args.test_size,
         "batch_size": args.batch_size, "teacher_width": args.teacher_width,
+        "student_width": args.student_width,
         "teacher_train_size": args.teacher_train_size, "lr_schedule": args.lr_schedule,
+        "teacher_learning_rate": args.teacher_learning_rate,
+        "student_learning_rate": args.student_learning_rate,
         "shared_teacher_seed": args.shared_teacher_seed,
         "cache_dir": args.cache_dir,
     }

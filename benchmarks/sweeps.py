@@ -1,16 +1,19 @@
 """Temperature and alpha sweeps of Hinton KD on Fashion-MNIST, as plots.
 
-Distils the results table's CNN student from the cached CNN teacher (same
-data, augmentation, schedule and teacher cache as `results_table.py`) at
-T in {1, 2, 4, 8, 20} (alpha fixed) and at several alphas (T fixed), and
-writes `sweep_temperature.png`, `sweep_alpha.png`, `sweeps.md` and
-`sweeps.json` to `benchmarks/results/`.
+Distils the results table's CNN student from the cached CNN teacher as one of
+its rows does (`--row`: `kd-transfer`, the default, on the 10k labelled and
+50k unlabelled images, or `kd`, on the labelled images only; same data,
+schedule and teacher cache as `results_table.py`) at T in {1, 2, 4, 8, 20}
+(alpha fixed) and at several alphas (T fixed), trains the same student alone
+as the reference line, and writes `sweep_temperature.png`, `sweep_alpha.png`,
+`sweeps.md` and `sweeps.json` to `benchmarks/results/`.
 
     PYTHONPATH=. python benchmarks/sweeps.py
     PYTHONPATH=. python benchmarks/sweeps.py --plot-only   # redraw from sweeps.json
 
-`alpha` weighs the hard-label loss, `1 - alpha` the soft targets; alpha = 1 is
-the student trained on the labels alone (through the same `Distiller`).
+`alpha` weighs the hard-label loss, `1 - alpha` the soft targets. With `--row
+kd`, alpha = 1 is the student trained on the labels alone (through the same
+`Distiller`); on the transfer set it is not (5/6 of each batch is unlabelled).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import results_table  # noqa: E402
 from kd_bench import log  # noqa: E402
 
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 20.0)
-ALPHAS = (0.0, 0.1, 0.5, 0.9, 1.0)
+ALPHAS = (0.0, 0.1, 0.5, 0.9)
+SWEEP_ROWS = ("kd-transfer", "kd")
 
 
 def parse_args(argv=None):
@@ -36,9 +40,11 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES))
     parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
-    parser.add_argument("--alpha", type=float, default=0.5,
+    parser.add_argument("--row", choices=SWEEP_ROWS, default=SWEEP_ROWS[0],
+                        help="the results-table row whose T and alpha are swept")
+    parser.add_argument("--alpha", type=float, default=0.1,
                         help="alpha of the temperature sweep")
-    parser.add_argument("--temperature", type=float, default=2.0,
+    parser.add_argument("--temperature", type=float, default=1.0,
                         help="temperature of the alpha sweep")
     parser.add_argument("--student-epochs", type=int, default=None)
     parser.add_argument("--train-size", type=int, default=None)
@@ -80,14 +86,14 @@ def plot(payload: dict, output_dir: Path) -> list:
         stds = np.array([np.std(a, ddof=1) if len(a) > 1 else 0.0 for a in accs])
         figure, axis = plt.subplots(figsize=(6, 4))
         axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3,
-                      label=f"distilled CNN student ({fixed})")
+                      label=f"distilled CNN student, `{payload.get('row', 'kd')}` ({fixed})")
         if teacher is not None:
             axis.axhline(100 * teacher, color="black", linestyle="--",
                          label=f"CNN teacher ({100 * teacher:.2f}%)")
         scratch = payload.get("scratch_accuracy")
         if scratch is not None:
             axis.axhline(100 * scratch, color="tab:red", linestyle=":",
-                         label=f"student alone, alpha = 1 ({100 * scratch:.2f}%)")
+                         label=f"student alone ({100 * scratch:.2f}%)")
         if sweep == "temperature":
             axis.set_xscale("log")
             axis.set_xticks(xs)
@@ -112,9 +118,10 @@ def write_markdown(payload: dict, output_dir: Path) -> Path:
     lines = [
         "# Temperature and alpha sweeps (Hinton KD, CNN student, cached CNN teacher)",
         "",
-        f"Produced by `{payload['command']}`. Same data, augmentation and schedule as "
-        "`results_table.md`. alpha weighs the hard-label loss; alpha = 1 is the student "
-        "trained on labels alone.",
+        f"Produced by `{payload['command']}`. Each point is the results table's "
+        f"`{payload.get('row', 'kd')}` row (same data, student, schedule and teacher as "
+        "`results_table.md`) with another T or alpha. alpha weighs the hard-label loss, "
+        "1 - alpha the soft targets.",
         "",
         "![temperature sweep](sweep_temperature.png) ![alpha sweep](sweep_alpha.png)",
         "",
@@ -133,6 +140,10 @@ def write_markdown(payload: dict, output_dir: Path) -> Path:
             f"| {100 * acc[0]:.2f} ± {100 * acc[1]:.2f} | {100 * ece[0]:.2f} "
             f"| {100 * agree[0]:.1f} |"
         )
+    if payload.get("scratch_accuracy") is not None:
+        lines += ["", "The same student trained alone on the labelled images (the "
+                      f"`scratch` row, seeds {', '.join(map(str, payload['seeds']))}): "
+                      f"{100 * payload['scratch_accuracy']:.2f}%."]
     if payload.get("teacher_accuracy") is not None:
         lines += ["", f"CNN teacher (seed {payload['seeds'][0]}): "
                       f"{100 * payload['teacher_accuracy']:.2f}%."]
@@ -163,7 +174,8 @@ def main(argv=None):
     kd_bench.threads_from_env()
     context = results_table.Context(budget)
     payload = {
-        "command": " ".join(["python", "benchmarks/sweeps.py", *sys.argv[1:]]),
+        "command": " ".join(["PYTHONPATH=. python", "benchmarks/sweeps.py", *sys.argv[1:]]),
+        "row": args.row,
         "seeds": args.seeds,
         "alpha": args.alpha,
         "temperature": args.temperature,
@@ -172,9 +184,15 @@ def main(argv=None):
         "budget": {k: str(v) for k, v in asdict(budget).items() if k != "cache_dir"},
         "runs": [],
     }
-    base = replace(results_table.ROWS[results_table.ROW_IDS.index("kd")], id="sweep")
-    done = {}
+    base = replace(results_table.ROWS[results_table.ROW_IDS.index(args.row)], id="sweep")
+    scratch_row = results_table.ROWS[results_table.ROW_IDS.index("scratch")]
     start = time.perf_counter()
+    scratch = []
+    for seed in args.seeds:
+        scratch.append(results_table.run_row(scratch_row, seed, args.seeds, context)["accuracy"])
+        log(f"student alone, seed {seed}: {scratch[-1]:.4f}")
+    payload["scratch_accuracy"] = kd_bench.mean_std(scratch)[0]
+    done = {}
     for sweep, temperature, alpha in sweep_points(args):
         for seed in args.seeds:
             point = (temperature, alpha, seed)
@@ -185,8 +203,6 @@ def main(argv=None):
                     f"{done[point]['accuracy']:.4f}")
             payload["runs"].append({**done[point], "sweep": sweep,
                                     "temperature": temperature, "alpha": alpha})
-        scratch = [r["accuracy"] for r in payload["runs"] if r["alpha"] == 1.0]
-        payload["scratch_accuracy"] = kd_bench.mean_std(scratch)[0]
         teacher_logits = kd_bench.teacher_logits("cnn", args.seeds[0], budget, context.data, "test")
         payload["teacher_accuracy"] = float(
             (teacher_logits.argmax(-1) == context.test_labels).mean()

@@ -42,7 +42,8 @@ def test_results_table_quick_writes_every_row_with_sane_values(quick_run):
     test_size = int(payload["budget"]["test_size"])
     ran = {record["row"] for record in payload["records"]}
     assert ran | set(payload["skipped"]) == set(results_table.ROW_IDS)
-    for row in ("teacher", "scratch", "kd", "kd-live", "kd-transfer", "ensemble",
+    for row in ("teacher", "scratch", "kd", "kd-live", "kd-transfer", "ensemble-teacher",
+                "ensemble",
                 "hinton-teacher", "hinton-800-scratch", "hinton-800-kd", "mlp-800-kd-cnn",
                 "mlp-800-kd-cnn-transfer", "hinton-30-scratch", "hinton-30-t2.5",
                 "hinton-30-t4", "hints", "at", "dkd"):
@@ -57,7 +58,7 @@ def test_results_table_quick_writes_every_row_with_sane_values(quick_run):
         assert 0.0 <= record["ece"] <= 1.0
         assert 0.0 <= record["train_accuracy"] <= 1.0
         assert record["params"] > 0 and record["train_seconds"] > 0
-        if record["row"] in ("teacher", "hinton-teacher"):
+        if record["row"] in ("teacher", "hinton-teacher", "ensemble-teacher"):
             assert record["agreement"] is None
         else:
             assert 0.0 <= record["agreement"] <= 1.0
@@ -66,6 +67,7 @@ def test_results_table_quick_writes_every_row_with_sane_values(quick_run):
     assert abs(by_row["kd"]["accuracy"] - by_row["kd-live"]["accuracy"]) <= 0.01
     assert by_row["scratch"]["params"] == by_row["kd"]["params"] == by_row["kd-transfer"]["params"]
     assert by_row["hinton-teacher"]["params"] == 2 * 1200 + 784 * 1200 + 1200 * 1200 + 1200 * 10 + 10
+    assert by_row["ensemble-teacher"]["params"] == 3 * by_row["teacher"]["params"]
     assert payload["summary"]["scratch"]["time_ratio"] == pytest.approx(1.0)
     assert "## Target check" in markdown
     # Teachers and their logits were cached for the next run.
@@ -76,12 +78,16 @@ def test_results_table_quick_writes_every_row_with_sane_values(quick_run):
 def test_sweeps_quick_reuses_the_cache_and_plots(quick_run):
     cache, output = quick_run
     _run("sweeps.py", "--cache-dir", str(cache), "--output-dir", str(output),
+         "--row", "kd", "--alpha", "0.5", "--temperature", "2",
          "--temperatures", "2", "--alphas", "1.0")
     payload = json.loads((output / "sweeps.json").read_text())
+    assert payload["row"] == "kd"
     assert [(r["sweep"], r["temperature"], r["alpha"]) for r in payload["runs"]] == [
         ("temperature", 2.0, 0.5), ("alpha", 2.0, 1.0)]
     table = json.loads((output / "results_table.json").read_text())
     scratch = next(r for r in table["records"] if r["row"] == "scratch")
+    # The reference line is the scratch row, trained again with the same seed.
+    assert payload["scratch_accuracy"] == pytest.approx(scratch["accuracy"], abs=0.01)
     # alpha = 1 through the Distiller is the student trained on labels alone.
     assert payload["runs"][1]["accuracy"] == pytest.approx(scratch["accuracy"], abs=0.01)
     for name in ("sweep_temperature.png", "sweep_alpha.png"):

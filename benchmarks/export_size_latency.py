@@ -4,10 +4,11 @@ Trains a `cnn_teacher()` briefly on Fashion-MNIST and distils two
 `cnn_student`s from it, the results table's (`--student-width`, default 12)
 and a smaller one (width 8), or reuses them from `--cache-dir`. Exports the
 teacher (float32 and int8), the student (float32, float16, dynamic-range,
-int8) and the smaller student (float32 and int8) with `keras_kd.export`, each verified against its Keras model on the 10,000
-test images. For each file it reports the size, the test accuracy computed by
-the LiteRT interpreter, and the median single-example latency in the LiteRT
-interpreter on CPU (one thread, batch 1, after a warm-up).
+int8) and the smaller student (float32 and int8) with `keras_kd.export`,
+each verified against its Keras model on the 10,000 test images. For each
+file it reports the size, the test accuracy computed by the LiteRT
+interpreter, and the median single-example latency in the LiteRT interpreter
+on CPU (one thread, batch 1, after a warm-up).
 
     PYTHONPATH=. python benchmarks/export_size_latency.py
 

@@ -3,8 +3,11 @@
 The public API lives here; the modules behind it are implementation details.
 """
 
+from keras_kd import augment
 from keras_kd import callbacks
 from keras_kd import schedules
+from keras_kd.augment import CutMix
+from keras_kd.augment import MixUp
 from keras_kd.cache import TeacherCache
 from keras_kd.cache import cache_storage_bytes
 from keras_kd.cache import cache_teacher_outputs
@@ -38,6 +41,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttentionTransfer",
+    "CutMix",
+    "MixUp",
     "DecoupledKD",
     "DistillationKLDivergence",
     "DistillationReport",
@@ -56,6 +61,7 @@ __all__ = [
     "UNLABELED",
     "cache_storage_bytes",
     "cache_teacher_outputs",
+    "augment",
     "callbacks",
     "distillation_kl_divergence",
     "export",

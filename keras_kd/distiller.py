@@ -13,6 +13,7 @@ from keras.src.saving import serialization_lib
 from keras.src.trainers.compile_utils import CompileMetrics
 from keras.src.utils import tracking
 
+from keras_kd import augment as augment_lib
 from keras_kd import features as features_lib
 from keras_kd import losses
 from keras_kd import terms as terms_lib
@@ -166,6 +167,64 @@ def _static_batch_size(x, batch_size) -> Optional[int]:
     return None
 
 
+_AUGMENTED_CACHE_MESSAGE = (
+    "`augmentation` cannot be used with precomputed teacher logits: they were "
+    "computed on other views of the inputs, so the teacher and the student "
+    "would see different images. Received: augmentation={!r} and batches "
+    "with '" + TEACHER_LOGITS_KEY + "'. Either drop `augmentation` and cache "
+    "augmented views (`cache_teacher_outputs(..., views=K, augment=fn)`, "
+    "replayed by `load_teacher_cache(..., augment=fn)`), or train with a live "
+    "teacher."
+)
+
+
+def _check_augmented(original, augmented) -> None:
+    """Raises unless the augmented batch has the structure and shape of the original."""
+    try:
+        keras.tree.assert_same_structure(original, augmented)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "`augmentation` must return inputs of the same structure as it "
+            f"receives. Received {original!r}, returned {augmented!r}."
+        ) from None
+    for before, after in zip(keras.tree.flatten(original), keras.tree.flatten(augmented)):
+        dtype = keras.backend.standardize_dtype(after.dtype)
+        if dtype in ("string", "bool"):
+            raise ValueError(
+                "`augmentation` must return numeric inputs. Received a "
+                f"batch of dtype {keras.backend.standardize_dtype(before.dtype)}, "
+                f"returned dtype {dtype}."
+            )
+        if len(before.shape) != len(after.shape) or any(
+            a is not None and b is not None and a != b
+            for a, b in zip(before.shape, after.shape)
+        ):
+            raise ValueError(
+                "`augmentation` must keep the batch size and the shape of each "
+                "example, since the teacher and the student take the augmented "
+                f"batch as input. Received a batch of shape {tuple(before.shape)}, "
+                f"returned shape {tuple(after.shape)}."
+            )
+
+
+def _mix_labels(labels, label_mask, mixing):
+    """Labels of the mixing partners and the masks of a mixed batch.
+
+    Returns `(partner_labels, weight, loss_mask, metric_labels, metric_mask)`:
+    the hard loss takes both labels of an example where both are labeled;
+    the metrics score the label with the larger share.
+    """
+    partner, weight = mixing
+    partner_labels = ops.take(labels, partner, axis=0)
+    partner_mask = ops.take(label_mask, partner, axis=0)
+    loss_mask = label_mask * partner_mask
+    own = weight >= 0.5
+    label_own = ops.reshape(own, (-1,) + (1,) * (len(labels.shape) - 1))
+    metric_labels = ops.where(label_own, labels, partner_labels)
+    metric_mask = ops.where(own, label_mask, partner_mask)
+    return partner_labels, weight, loss_mask, metric_labels, metric_mask
+
+
 def _xla_unsupported(strategy) -> bool:
     """True for a strategy whose replicas share one host's CPUs.
 
@@ -203,6 +262,17 @@ class Distiller(keras.Model):
         teacher_weights: One weight per teacher. Defaults to equal weights.
         teacher_outputs: `"logits"` (default) or `"probabilities"` for
             teachers whose last layer is a softmax.
+        augmentation: A Keras layer (e.g. `keras_kd.augment.MixUp()`), a
+            `keras.Sequential` of layers or a callable, applied to the
+            inputs of every *training* batch inside the step, once, so that
+            the teacher and the student see the identical view ("consistent
+            teaching", Beyer et al. 2022). Never applied by `evaluate`,
+            `predict` or calling the distiller. With a mixer
+            (`keras_kd.augment.MixUp`, `CutMix`) the hard-label loss of
+            example `i` becomes `w_i * loss(y_i) + (1 - w_i) * loss(y_j)` for
+            its partner `j`, and the training metrics score the label with
+            the larger weight. Cannot be combined with cached teacher logits,
+            which were computed on other views.
         name: The model's name.
 
     Example:
@@ -226,11 +296,13 @@ class Distiller(keras.Model):
         teacher: Union[keras.Model, Sequence[keras.Model], None] = None,
         teacher_weights: Optional[Sequence[float]] = None,
         teacher_outputs: str = "logits",
+        augmentation=None,
         name: str = "distiller",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
         _check_keras_model(student, "student")
+        augment_lib.validate_augmentation(augmentation)
         if teacher is None:
             teachers = []
         elif isinstance(teacher, (list, tuple)):
@@ -302,6 +374,7 @@ class Distiller(keras.Model):
             _check_same_strategy(model, "teacher", self._distribute_strategy)
         self.student = student
         self.teachers = teachers
+        self.augmentation = augmentation
         self.terms = []
         self._term_trackers = []
         self._feature_extractors = _FeatureExtractors()
@@ -537,6 +610,7 @@ class Distiller(keras.Model):
 
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
         self._check_global_batch_size(x, batch_size, "batch_size")
+        self._check_augmentation_source(x)
         # Labels given as arrays are checked here, on the host, once: the
         # in-graph check cannot raise under XLA (jit_compile=True).
         self._check_label_array(y, "y")
@@ -544,6 +618,16 @@ class Distiller(keras.Model):
         if isinstance(validation_data, (tuple, list)) and len(validation_data) > 1:
             self._check_label_array(validation_data[1], "validation_data")
         return super().fit(x, y, batch_size, *args, **kwargs)
+
+    def _check_augmentation_source(self, x) -> None:
+        """Cached teacher logits cannot follow a fresh augmentation."""
+        if self.augmentation is None:
+            return
+        spec = x.element_spec if isinstance(x, tf.data.Dataset) else x
+        if isinstance(spec, (tuple, list)) and spec:
+            spec = spec[0]
+        if isinstance(spec, dict) and TEACHER_LOGITS_KEY in spec:
+            raise ValueError(_AUGMENTED_CACHE_MESSAGE.format(self.augmentation))
 
     def _check_label_array(self, labels, argument: str) -> None:
         classes = _output_classes(self.student)
@@ -697,7 +781,7 @@ class Distiller(keras.Model):
 
     def _compute_terms(
         self, terms, student_logits, teacher_logits, labels, label_mask, sample_weight,
-        student_features=None, teacher_features=None,
+        student_features=None, teacher_features=None, label_mixing=None,
     ):
         """Averages each term over the *global* batch and adds them up.
 
@@ -705,7 +789,9 @@ class Distiller(keras.Model):
         replica's share of the total loss: summed over replicas it is the
         global mean, so gradients are exact under any strategy, whatever the
         split. `total` and `term_means` are global values, for logging.
-        Terms that need labels are averaged over the labeled examples only.
+        Terms that need labels are averaged over the labeled examples only;
+        with `label_mixing=(partner_labels, weight)` (a mixed batch) such a
+        term is `weight * term(labels) + (1 - weight) * term(partner_labels)`.
         """
         batch_size = ops.cast(ops.shape(student_logits)[0], "float32")
         example_weight = ops.ones_like(student_logits[:, 0], dtype="float32")
@@ -724,6 +810,18 @@ class Distiller(keras.Model):
                 student_features=student_features,
                 teacher_features=teacher_features,
             )
+            if term.requires_labels and label_mixing is not None:
+                partner_labels, share = label_mixing
+                partner_loss = term(
+                    student_logits,
+                    teacher_logits,
+                    labels=partner_labels,
+                    student_features=student_features,
+                    teacher_features=teacher_features,
+                )
+                per_example = share * ops.cast(per_example, "float32") + (1.0 - share) * ops.cast(
+                    partner_loss, "float32"
+                )
             weight, count = example_weight, batch_size
             if term.requires_labels:
                 weight, count = weight * label_mask, ops.sum(label_mask)
@@ -758,13 +856,28 @@ class Distiller(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss_share + regularization / replicas, total + regularization
 
-    def _forward(self, x, y, sample_weight, training: bool):
+    def _augment(self, student_inputs, cached_logits):
+        """The training view of a batch: `(inputs, mixing or None)`."""
+        if cached_logits is not None:
+            raise ValueError(_AUGMENTED_CACHE_MESSAGE.format(self.augmentation))
+        augmented, mixing = augment_lib.apply_augmentation(self.augmentation, student_inputs)
+        _check_augmented(student_inputs, augmented)
+        return augmented, mixing
+
+    def _forward(self, x, y, sample_weight, training: bool, augment: bool = False):
         """Runs the models and the terms on one batch.
 
+        With `augment=True` (training steps) the distiller's augmentation
+        makes the one view that the teachers and the student see.
+
         Returns `(student_logits, labels, label_mask, loss_share, total,
-        term_means)`; see `_compute_terms`.
+        term_means)`; see `_compute_terms`. For a mixed batch, `labels` and
+        `label_mask` are those the metrics score.
         """
         student_inputs, cached_logits = self._split_inputs(x)
+        mixing = None
+        if augment and self.augmentation is not None:
+            student_inputs, mixing = self._augment(student_inputs, cached_logits)
         teacher_logits, teacher_features = self._teacher_features(
             student_inputs, cached_logits
         )
@@ -773,12 +886,19 @@ class Distiller(keras.Model):
         )
         self._check_shapes(student_logits, teacher_logits)
         labels, label_mask = self._prepare_labels(y, student_logits)
+        label_mixing = None
+        metric_labels, metric_mask = labels, label_mask
+        if mixing is not None and labels is not None:
+            partner_labels, share, label_mask, metric_labels, metric_mask = _mix_labels(
+                labels, label_mask, mixing
+            )
+            label_mixing = (partner_labels, share)
         loss_share, total, term_means = self._compute_terms(
             self.terms, student_logits, teacher_logits, labels, label_mask,
-            sample_weight, student_features, teacher_features,
+            sample_weight, student_features, teacher_features, label_mixing,
         )
         loss_share, total = self._add_regularization(loss_share, total)
-        return student_logits, labels, label_mask, loss_share, total, term_means
+        return student_logits, metric_labels, metric_mask, loss_share, total, term_means
 
     def term_losses(self, x, y=None, sample_weight=None, training: bool = False) -> dict:
         """Each term's mean value on one batch, before its `loss_weight`.
@@ -809,7 +929,7 @@ class Distiller(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             student_logits, labels, label_mask, loss_share, total, term_means = (
-                self._forward(x, y, sample_weight, training=True)
+                self._forward(x, y, sample_weight, training=True, augment=True)
             )
             scaled_loss = self.optimizer.scale_loss(loss_share)
         trainable_weights = self.trainable_weights
@@ -893,6 +1013,10 @@ class Distiller(keras.Model):
             "teacher": [keras.saving.serialize_keras_object(t) for t in self.teachers],
             "teacher_weights": self.teacher_weights,
             "teacher_outputs": self.teacher_outputs,
+            "augmentation": (
+                None if self.augmentation is None
+                else keras.saving.serialize_keras_object(self.augmentation)
+            ),
         }
 
     @classmethod
@@ -906,6 +1030,10 @@ class Distiller(keras.Model):
             for t in config.pop("teacher")
         ]
         teacher = None if not teachers else (teachers[0] if len(teachers) == 1 else teachers)
+        if config.get("augmentation") is not None:
+            config["augmentation"] = keras.saving.deserialize_keras_object(
+                config["augmentation"], custom_objects=custom_objects
+            )
         return cls(student=student, teacher=teacher, **config)
 
     def compile_from_config(self, config: dict) -> None:

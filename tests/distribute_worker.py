@@ -178,6 +178,34 @@ def plain_teacher_scenario(strategy, data, teacher_weights):
     return {"weights": weights_of(student), "history": history_of(history)}
 
 
+def augmented_scenario(strategy, data, teacher_weights):
+    """A deterministic in-step augmentation (a horizontal flip of every
+    image): each replica augments its share, and the result equals one
+    device's."""
+    x, y = data
+    with strategy.scope():
+        teacher, student = make_models(teacher_weights)
+        flip = keras.layers.Lambda(lambda images: images[:, :, ::-1], name="flip")
+        distiller = keras_kd.Distiller(student, teacher, augmentation=flip)
+        distiller.compile(optimizer=keras.optimizers.Adam(1e-3), alpha=0.3, temperature=2.0)
+    history = distiller.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return {"weights": weights_of(student), "history": history_of(history)}
+
+
+def mixup_scenario(data, teacher_weights):
+    """MixUp under two replicas: each replica mixes within its share, so the
+    result is not one device's; it must train and stay finite."""
+    x, y = data
+    with STRATEGY.scope():
+        teacher, student = make_models(teacher_weights)
+        distiller = keras_kd.Distiller(
+            student, teacher, augmentation=keras_kd.augment.MixUp(seed=3))
+        distiller.compile(optimizer=keras.optimizers.Adam(1e-3), alpha=0.3, temperature=1.0)
+    history = distiller.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    return {"history": history_of(history),
+            "finite": bool(all(np.isfinite(w).all() for w in student.get_weights()))}
+
+
 def main(output: str) -> None:
     data = load_data()
     teacher_weights = trained_teacher_weights(*data)
@@ -186,6 +214,7 @@ def main(output: str) -> None:
         ("numpy", numpy_scenario),
         ("dataset", dataset_scenario),
         ("plain_teacher", plain_teacher_scenario),
+        ("augmented", augmented_scenario),
     ]:
         results[name] = {
             "one": scenario(DEFAULT, data, teacher_weights),
@@ -196,6 +225,7 @@ def main(output: str) -> None:
         results["jit"] = numpy_scenario(STRATEGY, data, teacher_weights, jit_compile=True)
     results["jit"]["warnings"] = [str(w.message) for w in caught if "jit_compile" in str(w.message)]
     results["bad_inputs"] = bad_inputs(data, teacher_weights)
+    results["mixup"] = mixup_scenario(data, teacher_weights)
     with open(output, "w") as f:
         json.dump(results, f)
 

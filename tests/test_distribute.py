@@ -54,6 +54,21 @@ def test_numpy_input_uneven_last_batch_matches_one_device(results):
         "loss", "student_loss", "distillation_loss", "acc"}
 
 
+def test_in_step_augmentation_matches_one_device(results):
+    # Each replica augments its own share; a deterministic augmentation
+    # therefore gives exactly the one-device result.
+    assert_same_run(results["augmented"]["one"], results["augmented"]["mirrored"])
+
+
+def test_mixup_trains_under_two_replicas(results):
+    # MixUp draws partners within each replica's share: a different (equally
+    # valid) mixing than one device, so only finiteness and progress are checked.
+    mixup = results["mixup"]
+    assert mixup["finite"]
+    losses = mixup["history"]["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
 def test_dataset_with_cached_logits_and_unlabeled_rows_matches_one_device(results):
     assert_same_run(results["dataset"]["one"], results["dataset"]["mirrored"])
 

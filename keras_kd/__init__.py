@@ -36,6 +36,8 @@ from keras_kd.terms import HardLabelLoss
 from keras_kd.terms import HintLoss
 from keras_kd.terms import HintonKD
 from keras_kd.transfer import mix_transfer_set
+from keras_kd.tuning import TuneResult
+from keras_kd.tuning import tune
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,7 @@ __all__ = [
     "ParityReport",
     "TEACHER_LOGITS_KEY",
     "TeacherCache",
+    "TuneResult",
     "UNLABELED",
     "cache_storage_bytes",
     "cache_teacher_outputs",
@@ -73,4 +76,5 @@ __all__ = [
     "run_tflite",
     "schedules",
     "soft_targets_log_probabilities",
+    "tune",
 ]

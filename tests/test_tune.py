@@ -1,0 +1,138 @@
+"""`keras_kd.tune`: a real KerasTuner search, the baseline always in the race."""
+
+import numpy as np
+import pytest
+
+import keras
+import keras_tuner
+
+import keras_kd
+from keras_kd import datasets, models
+
+
+@pytest.fixture(scope="module")
+def data():
+    (x, y), (x_test, y_test) = datasets.load_fashion_mnist()
+    return (x[:1500], y[:1500]), (x_test[:500], y_test[:500])
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    (x, y), _ = data
+    keras.utils.set_random_seed(0)
+    model = models.mlp((128,), name="teacher")
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=5, batch_size=64, verbose=0)
+    return model
+
+
+def small_space(temperatures=(1.0, 2.0), alpha=0.5, augmentations=("none",)):
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("temperature", list(temperatures))
+    hp.Fixed("alpha", alpha)
+    hp.Choice("augmentation", list(augmentations))
+    hp.Fixed("learning_rate", 3e-3)
+    return hp
+
+
+class CountingBuilder:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return models.mlp((16,), name="student")
+
+
+@pytest.mark.slow
+def test_tune_runs_a_real_search_and_compares_with_the_baseline(data, teacher, tmp_path, capsys):
+    (x, y), test = data
+    result = keras_kd.tune(CountingBuilder(), teacher, x, y, validation_split=0.2, test_data=test,
+                           epochs=3, max_trials=2, hyperparameters=small_space(
+                               augmentations=("none", "mixup")),
+                           directory=str(tmp_path), seed=1)
+    methods = [row["method"] for row in result.trials]
+    # The baseline grid covers both augmentations; two distillation trials.
+    assert methods.count("alone") == 2 and methods.count("distilled") == 2
+    assert {row["settings"]["augmentation"] for row in result.trials if row["method"] == "alone"} == {
+        "none", "mixup"}
+    assert 0.0 < result.validation_accuracy <= 1.0
+    assert result.validation_accuracy >= result.baseline_validation_accuracy
+    assert result.test_accuracy is not None and result.baseline_test_accuracy is not None
+    assert result.distilled == (result.validation_accuracy > result.baseline_validation_accuracy)
+    table = result.to_markdown()
+    assert "| alone |" in table and "| distilled |" in table
+    printed = capsys.readouterr().out
+    assert "Trial" in printed and "keras_kd.tune:" in printed
+
+
+@pytest.mark.slow
+def test_tune_resumes_from_its_directory(data, teacher, tmp_path):
+    (x, y), _ = data
+    arguments = dict(validation_split=0.2, epochs=2, max_trials=2,
+                     hyperparameters=small_space(), directory=str(tmp_path), seed=2, verbose=0)
+    first = keras_kd.tune(CountingBuilder(), teacher, x, y, **arguments)
+    builder = CountingBuilder()
+    second = keras_kd.tune(builder, teacher, x, y, **arguments)
+    # Resumed: no trial runs again, only the probe and the two final students.
+    assert builder.calls == 3
+    assert [r["settings"] for r in second.trials] == [r["settings"] for r in first.trials]
+
+
+@pytest.mark.slow
+def test_tune_returns_the_baseline_when_the_teacher_cannot_help(data, tmp_path, capsys):
+    (x, y), _ = data
+    # A teacher that has learned nothing: its soft targets are noise, so
+    # every distilled candidate (alpha = 0: soft targets only) is worse.
+    keras.utils.set_random_seed(3)
+    untrained = models.mlp((32,), name="untrained_teacher")
+    result = keras_kd.tune(CountingBuilder(), untrained, x, y, validation_split=0.2, epochs=3,
+                           max_trials=2, hyperparameters=small_space(alpha=0.0),
+                           directory=str(tmp_path), seed=0)
+    assert not result.distilled
+    assert result.settings == result.baseline_settings
+    assert result.validation_accuracy == result.baseline_validation_accuracy
+    assert "returning the student trained alone" in result.verdict
+    assert "returning the student trained alone" in capsys.readouterr().out
+
+
+def test_tune_requires_validation_data(data, teacher, tmp_path):
+    (x, y), _ = data
+    with pytest.raises(ValueError, match="never on the test set.*validation_data"):
+        keras_kd.tune(CountingBuilder(), teacher, x, y, directory=str(tmp_path))
+    with pytest.raises(ValueError, match=r"validation_split=1.5"):
+        keras_kd.tune(CountingBuilder(), teacher, x, y, validation_split=1.5,
+                      directory=str(tmp_path))
+
+
+@pytest.mark.parametrize("name, values, message", [
+    ("temperature", [1.0, 0.0], r"temperature=0.0 is out of range.*\(0.0, 1000.0\]"),
+    ("alpha", [0.5, 1.5], r"alpha=1.5 is out of range.*\[0.0, 1.0\]"),
+    ("learning_rate", [-1e-3], r"learning_rate=-0.001 is out of range"),
+    ("augmentation", ["cutout"], r"augmentation='cutout' is not one of"),
+])
+def test_search_space_values_out_of_range_are_refused_before_training(
+        data, teacher, tmp_path, name, values, message):
+    (x, y), _ = data
+    hp = keras_tuner.HyperParameters()
+    defaults = {"temperature": [1.0], "alpha": [0.1], "augmentation": ["none"],
+                "learning_rate": [1e-3]}
+    defaults[name] = values
+    for key, choices in defaults.items():
+        hp.Choice(key, choices)
+    builder = CountingBuilder()
+    with pytest.raises(ValueError, match=message):
+        keras_kd.tune(builder, teacher, x, y, validation_split=0.2, hyperparameters=hp,
+                      directory=str(tmp_path))
+    assert builder.calls == 0
+    assert not any(tmp_path.iterdir())
+
+
+def test_search_space_must_define_every_setting(data, teacher, tmp_path):
+    (x, y), _ = data
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("temperature", [1.0])
+    with pytest.raises(ValueError, match=r"missing \['alpha', 'augmentation', 'learning_rate'\]"):
+        keras_kd.tune(CountingBuilder(), teacher, x, y, validation_split=0.2,
+                      hyperparameters=hp, directory=str(tmp_path))

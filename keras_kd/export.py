@@ -14,7 +14,6 @@ import dataclasses
 import errno
 import os
 import re
-import secrets
 import shutil
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_kd.cache import _check_verbose  # one definition of Keras's verbosity
+from keras_kd.cache import _unique_sibling
 from keras_kd.distiller import _ends_in_softmax  # one definition of "ends in a softmax"
 
 FORMATS = ("saved_model", "tflite")
@@ -226,19 +227,6 @@ def _check_single_output(model: keras.Model, feature_shape, dtype: str) -> None:
     )
 
 
-def _check_verbose(verbose) -> int:
-    """Keras's verbosity: `"auto"` (1), 0 (silent), 1 (progress bar) or 2
-    (one line when done). Booleans, the earlier API, mean 1 and 0."""
-    if verbose == "auto":
-        return 1
-    if isinstance(verbose, (bool, int, np.integer)) and int(verbose) in (0, 1, 2):
-        return int(verbose)
-    raise ValueError(
-        "`verbose` must be 'auto', 0 (silent), 1 (progress bar) or 2 (one line "
-        f"per run). Received: verbose={verbose!r}."
-    )
-
-
 def _check_choice(value, choices, argument: str) -> None:
     if value not in choices:
         raise ValueError(
@@ -436,12 +424,6 @@ def _prepare_target(path: Path, format: str, overwrite: bool) -> None:
             f"Cannot write to `path`: its directory '{parent}' is not writable "
             f"({error.strerror or error}). Received: path='{path}'."
         ) from error
-
-
-def _unique_sibling(path: Path, tag: str) -> Path:
-    """A hidden, unused name next to `path` (same file system, so it can be
-    renamed onto `path`), unique across processes and threads."""
-    return path.with_name(f".{path.name}.{tag}.{os.getpid()}.{secrets.token_hex(6)}")
 
 
 def _exchange(first: Path, second: Path) -> bool:
@@ -867,6 +849,8 @@ def export(
                 handle = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
                 with os.fdopen(handle, "wb") as file:
                     file.write(flatbuffer)
+                    file.flush()
+                    os.fsync(file.fileno())  # on disk before the rename
         step()
         parity = None
         if verify:

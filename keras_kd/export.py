@@ -9,18 +9,23 @@ has passed.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_kd.cache import _check_verbose  # one definition of Keras's verbosity
+from keras_kd.cache import _unique_sibling
 from keras_kd.distiller import _ends_in_softmax  # one definition of "ends in a softmax"
 
 FORMATS = ("saved_model", "tflite")
@@ -186,6 +191,42 @@ def _input_spec(model: keras.Model):
     return name, shape[1:], keras.backend.standardize_dtype(spec.dtype)
 
 
+def _check_single_output(model: keras.Model, feature_shape, dtype: str) -> None:
+    """Refuses a model with several outputs.
+
+    The artifact has one output tensor; TF would stack outputs of equal
+    widths into a `(outputs, batch, classes)` tensor that still passes the
+    parity check, and fail with a cryptic `Pack` error on unequal widths.
+    """
+    try:
+        structure = model.output  # functional and Sequential models
+    except (AttributeError, ValueError):
+        try:  # subclassed: trace `call` symbolically, no computation
+            structure = model.compute_output_spec(
+                keras.KerasTensor((None, *feature_shape), dtype=dtype)
+            )
+        except Exception:  # any tracing failure: the export will report it
+            return
+    flat = keras.tree.flatten(structure)
+    if len(flat) <= 1:
+        return
+    if isinstance(structure, dict):
+        names = list(structure)
+    else:
+        names = getattr(model, "output_names", None)
+        if not names or len(names) != len(flat):
+            names = [f"output_{index}" for index in range(len(flat))]
+    described = ", ".join(
+        f"{name!r} {tuple(tensor.shape)}" for name, tensor in zip(names, flat)
+    )
+    raise ValueError(
+        "`export` writes a model with a single output tensor (the logits). "
+        f"Received: model {model.name!r} with {len(flat)} outputs: {described}. "
+        "Wrap the model so it returns the logits tensor, e.g. "
+        "`keras.Model(model.inputs, model.outputs[0])`, and export that."
+    )
+
+
 def _check_choice(value, choices, argument: str) -> None:
     if value not in choices:
         raise ValueError(
@@ -269,25 +310,114 @@ def _as_inputs(data, argument: str, feature_shape, dtype: str, limit: Optional[i
 # --------------------------------------------------------------- writing
 
 
+#: What a SavedModel directory may hold at its top level. Anything else in an
+#: existing directory is taken for user data, and the directory is not replaced.
+_SAVED_MODEL_ENTRIES = frozenset({
+    "saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb",
+    "variables", "assets", "assets.extra",
+})
+_VARIABLES_FILE = re.compile(r"variables\.(index|data-\d{5}-of-\d{5})")
+#: A LiteRT/TFLite flatbuffer has its file identifier at bytes 4..8.
+_TFLITE_IDENTIFIER = b"TFL3"
+#: File suffixes of Keras model files: never the name of a SavedModel.
+_MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5", ".weights.h5")
+
+
+def _not_a_saved_model(directory: Path) -> Optional[str]:
+    """Why `directory` is not (only) a SavedModel, or None if it is one.
+
+    Strict on purpose: the directory is deleted when it is replaced, so a
+    single entry that a SavedModel does not have (a project's `src/`, a
+    `.keras` file, results) keeps it.
+    """
+    entries = {entry.name: entry for entry in os.scandir(directory)}
+    if not entries:
+        return None  # an empty directory: nothing to lose
+    foreign = sorted(set(entries) - _SAVED_MODEL_ENTRIES)
+    if foreign:
+        shown = foreign[:5] + (["..."] if len(foreign) > 5 else [])
+        return f"it holds entries that are not part of a SavedModel: {shown}"
+    if "saved_model.pb" not in entries:
+        return "it has no 'saved_model.pb'"
+    for name, entry in entries.items():
+        if entry.is_symlink():
+            return f"'{name}' is a symbolic link"
+        wants_dir = name in ("variables", "assets", "assets.extra")
+        if entry.is_dir() != wants_dir:
+            return f"'{name}' is a {'directory' if entry.is_dir() else 'file'}"
+    if "variables" in entries:
+        for entry in os.scandir(entries["variables"].path):
+            if entry.is_symlink() or not entry.is_file() or not _VARIABLES_FILE.fullmatch(entry.name):
+                return f"'variables/{entry.name}' is not a variables file"
+    return None
+
+
+def _not_a_tflite_file(file: Path) -> Optional[str]:
+    """Why `file` is not a LiteRT flatbuffer, or None if it is one (or empty)."""
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+    if not head:
+        return None  # an empty file: nothing to lose
+    if len(head) < 8 or head[4:8] != _TFLITE_IDENTIFIER:
+        return (f"its bytes 4..8 are {head[4:8]!r}, not the TFLite identifier "
+                f"{_TFLITE_IDENTIFIER!r}")
+    return None
+
+
+def _check_target(path: Path, format: str, overwrite: bool) -> None:
+    """Refuses a `path` whose current content is not an earlier artifact of
+    the same kind, since exporting there would delete it."""
+    expected = ("a new path, an empty directory or an earlier SavedModel directory"
+                if format == "saved_model" else
+                "a new path, an empty file or an earlier .tflite file")
+    def refuse(why: str) -> ValueError:
+        return ValueError(
+            f"`path` {why}, so exporting a {format} there would destroy it. "
+            f"Expected {expected}. Received: path='{path}'."
+        )
+
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        where = "the current working directory" if resolved == cwd else (
+            f"an ancestor of the current working directory '{cwd}'")
+        raise refuse(f"is {where}")
+    if format == "saved_model" and path.name.lower().endswith(_MODEL_FILE_SUFFIXES):
+        raise ValueError(
+            f"`path` ends in '{path.suffix}', the suffix of a Keras model file, "
+            "but a SavedModel is a directory. Expected a directory name such as "
+            "'student_savedmodel' (or a path ending in '.tflite' for LiteRT). "
+            f"Received: path='{path}'."
+        )
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not overwrite:
+        raise ValueError(
+            f"`path` already exists and `overwrite=False`. Received: path='{path}'."
+        )
+    if path.is_symlink():
+        raise refuse(f"is a symbolic link (to '{os.readlink(path)}')")
+    is_dir = path.is_dir()
+    if is_dir != (format == "saved_model"):
+        raise ValueError(
+            f"`path` '{path}' is an existing {'directory' if is_dir else 'file'}; "
+            f"a {format} export writes a {'directory' if format == 'saved_model' else 'file'}. "
+            "Choose another path or remove it."
+        )
+    why = _not_a_saved_model(path) if is_dir else (
+        _not_a_tflite_file(path) if path.is_file() else "is not a regular file")
+    if why is not None:
+        raise refuse(f"is not an earlier {format} export: {why}")
+
+
 def _prepare_target(path: Path, format: str, overwrite: bool) -> None:
     """Fails early, before any conversion, if `path` cannot be written."""
-    if path.exists():
-        if not overwrite:
-            raise ValueError(
-                f"`path` already exists and `overwrite=False`. Received: path='{path}'."
-            )
-        is_dir = path.is_dir()
-        if is_dir != (format == "saved_model"):
-            raise ValueError(
-                f"`path` '{path}' is an existing {'directory' if is_dir else 'file'}; "
-                f"a {format} export writes a {'directory' if format == 'saved_model' else 'file'}. "
-                "Choose another path or remove it."
-            )
+    _check_target(path, format, overwrite)
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
-        os.close(handle)
+        probe = _unique_sibling(path, "probe")
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         os.remove(probe)
     except OSError as error:
         raise ValueError(
@@ -296,17 +426,51 @@ def _prepare_target(path: Path, format: str, overwrite: bool) -> None:
         ) from error
 
 
+def _exchange(first: Path, second: Path) -> bool:
+    """Swaps two paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`).
+
+    Returns False where the system or the file system cannot do it.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl, ...
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
 def _replace(temporary: Path, path: Path) -> None:
-    """Moves `temporary` to `path` in one rename (same directory)."""
-    if temporary.is_dir() and path.is_dir():
-        # A directory cannot be renamed over a non-empty one: move the old
-        # one aside first, so `path` is never half-written.
-        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
-        os.replace(path, old / path.name)
+    """Puts `temporary` (in the same directory) at `path`.
+
+    A file is renamed over the old one. A directory cannot be renamed over a
+    non-empty one, so the two are swapped atomically where the system can;
+    elsewhere the old one is moved aside and moved back if the second rename
+    fails. Either way `path` is never half-written and a failure keeps the
+    old artifact.
+    """
+    if not (temporary.is_dir() and path.is_dir()):
         os.replace(temporary, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(temporary, path)
+        return
+    if _exchange(temporary, path):
+        shutil.rmtree(temporary, ignore_errors=True)  # it now holds the old artifact
+        return
+    aside = _unique_sibling(path, "old")
+    os.rename(path, aside)
+    try:
+        os.rename(temporary, path)
+    except BaseException:
+        os.rename(aside, path)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _write_saved_model(model, directory: str, input_name, feature_shape, dtype, outputs,
@@ -388,6 +552,12 @@ def run_tflite(
 
     >>> probabilities = run_tflite("student.tflite", x_test[:8])  # doctest: +SKIP
     """
+    return _run_tflite(model, inputs, batch_size, num_threads)
+
+
+def _run_tflite(model, inputs, batch_size: int, num_threads: Optional[int] = None,
+                on_batch: Optional[Callable[[], None]] = None) -> np.ndarray:
+    """`run_tflite`, calling `on_batch()` after each invocation (progress)."""
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(model, (bytes, bytearray)):
@@ -408,6 +578,8 @@ def run_tflite(
         interpreter.invoke()
         detail = interpreter.get_output_details()[0]
         results.append(dequantize_output(interpreter.get_tensor(output_index), detail))
+        if on_batch is not None:
+            on_batch()
     return np.concatenate(results)
 
 
@@ -431,14 +603,17 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def _run_saved_model(directory: str, input_name: str, output_name: str, x: np.ndarray) -> np.ndarray:
+def _run_saved_model(directory: str, input_name: str, output_name: str, x: np.ndarray,
+                     on_batch: Optional[Callable[[], None]] = None) -> np.ndarray:
     import tensorflow as tf
 
     signature = tf.saved_model.load(directory).signatures[SIGNATURE_NAME]
-    outputs = [
-        signature(**{input_name: tf.constant(x[start : start + _VERIFY_BATCH_SIZE])})[output_name].numpy()
-        for start in range(0, len(x), _VERIFY_BATCH_SIZE)
-    ]
+    outputs = []
+    for start in range(0, len(x), _VERIFY_BATCH_SIZE):
+        batch = tf.constant(x[start : start + _VERIFY_BATCH_SIZE])
+        outputs.append(signature(**{input_name: batch})[output_name].numpy())
+        if on_batch is not None:
+            on_batch()
     return np.concatenate(outputs).astype(np.float32)
 
 
@@ -494,7 +669,7 @@ def export(
     max_abs_diff: Optional[float] = None,
     min_top1_agreement: float = MIN_TOP1_AGREEMENT,
     overwrite: bool = True,
-    verbose: bool = True,
+    verbose: Union[str, int] = "auto",
 ) -> ExportResult:
     """Exports a student for serving: a SavedModel or a LiteRT (`.tflite`) file.
 
@@ -514,9 +689,18 @@ def export(
       model on at least 99% of the examples.
 
     A short report is printed; a broken bound raises `ParityError`. The
-    artifact is written under a temporary name in the target directory and
-    renamed to `path` only once it passed, so a failed export leaves nothing
-    half-written at `path` (an existing artifact there stays as it was).
+    artifact is written under a unique temporary name in the target directory
+    and renamed to `path` (a SavedModel directory is swapped in atomically
+    where the system allows) only once it passed, so a failed export leaves
+    nothing half-written at `path` (an existing artifact there stays as it
+    was).
+
+    An existing `path` is only replaced when it is an earlier artifact of the
+    same kind: a directory holding a SavedModel and nothing else, or a file
+    with the TFLite identifier (an empty file or directory is fine too).
+    Anything else, the current working directory or one of its ancestors,
+    and a SavedModel path named like a Keras model file (`.keras`, `.h5`) are
+    refused before anything is converted.
 
     Args:
         model_or_distiller: A built `keras.Model` that outputs logits (or,
@@ -544,8 +728,12 @@ def export(
         num_calibration_examples: At most this many calibration examples.
         max_abs_diff: Override the bound for float32/float16 exports.
         min_top1_agreement: Bound for `"dynamic"` and `"int8"` exports.
-        overwrite: Replace an existing artifact at `path`. Defaults to `True`.
-        verbose: Print the parity report.
+        overwrite: Replace an earlier artifact at `path` (see above).
+            Defaults to `True`.
+        verbose: `"auto"` (default, means 1), 0 (silent), 1 (a
+            `keras.utils.Progbar` over the conversion and the parity run's
+            batches, then the report) or 2 (one line when done, then the
+            report). `True` and `False` mean 1 and 0.
 
     Returns:
         An `ExportResult` (path, size, tensor names, parity report).
@@ -556,7 +744,7 @@ def export(
     >>> from keras_kd import models
     >>> student = models.cnn_student()
     >>> path = os.path.join(tempfile.mkdtemp(), "student.tflite")
-    >>> result = export(student, path, verbose=False)
+    >>> result = export(student, path, verbose=0)
     >>> result.parity.passed, result.input_name, result.output_name
     (True, 'image', 'logits')
     """
@@ -592,7 +780,9 @@ def export(
             "`num_calibration_examples` must be a positive integer. "
             f"Received: num_calibration_examples={num_calibration_examples!r}."
         )
+    verbose = _check_verbose(verbose)
     input_name, feature_shape, dtype = _input_spec(model)
+    _check_single_output(model, feature_shape, dtype)
     model_gives_probabilities = _ends_in_softmax(model)
     if model_gives_probabilities and outputs == "logits":
         raise ValueError(
@@ -631,31 +821,47 @@ def export(
             )
     _prepare_target(path, format, overwrite)
 
+    # One step for the conversion, one per parity batch, one for the Keras
+    # reference outputs.
+    parity_batches = 0 if x_check is None else -(-len(x_check) // _VERIFY_BATCH_SIZE)
+    progbar = keras.utils.Progbar(
+        1 + parity_batches + (1 if verify else 0), verbose=verbose, unit_name="step"
+    )
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        progbar.update(done[0])
+
     temporary = None
     try:
         with tempfile.TemporaryDirectory(prefix="keras_kd_export_") as workdir:
             saved_model_dir = os.path.join(workdir, "saved_model")
             _write_saved_model(model, saved_model_dir, input_name, feature_shape, dtype,
                                outputs, model_gives_probabilities)
+            # A unique sibling, so two exports to one path never share it.
+            temporary = _unique_sibling(path, "tmp")
             if format == "saved_model":
-                temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp."))
-                shutil.rmtree(temporary)
                 shutil.copytree(saved_model_dir, temporary)
             else:
                 flatbuffer = _convert_to_tflite(saved_model_dir, quantization, calibration, int8_io)
-                handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp.")
-                temporary = Path(name)
+                # os.open, not mkstemp: the file gets the umask's permissions.
+                handle = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
                 with os.fdopen(handle, "wb") as file:
                     file.write(flatbuffer)
+                    file.flush()
+                    os.fsync(file.fileno())  # on disk before the rename
+        step()
         parity = None
         if verify:
             if format == "saved_model":
-                exported = _run_saved_model(str(temporary), input_name, outputs, x_check)
+                exported = _run_saved_model(str(temporary), input_name, outputs, x_check, step)
             else:
-                exported = run_tflite(temporary, x_check)
+                exported = _run_tflite(temporary, x_check, _VERIFY_BATCH_SIZE, on_batch=step)
             keras_logits = ops.convert_to_numpy(
                 model.predict(x_check, batch_size=_VERIFY_BATCH_SIZE, verbose=0)
             )
+            step()
             parity = _compare(keras_logits, exported, outputs, source, y_check,
                               quantization, max_abs_diff, min_top1_agreement,
                               model_gives_probabilities)
@@ -673,13 +879,16 @@ def export(
                 f"{parity}",
                 report=parity,
             )
+        # Again: the conversion took a while, and what is at `path` may have
+        # changed since the first check.
+        _check_target(path, format, overwrite)
         _replace(temporary, path)
         temporary = None
-        if parity is not None and verbose:
+        if verbose:
             print(result)
     finally:
-        if temporary is not None and temporary.exists():
-            if temporary.is_dir():
+        if temporary is not None and (temporary.exists() or temporary.is_symlink()):
+            if temporary.is_dir() and not temporary.is_symlink():
                 shutil.rmtree(temporary, ignore_errors=True)
             else:
                 temporary.unlink()

@@ -85,6 +85,16 @@ def run(args) -> int:
 
     if not Path(args.model).is_file():
         raise FileNotFoundError(f"MODEL: no such file '{args.model}'.")
+    model_file, output = Path(args.model).resolve(), Path(args.output).resolve()
+    if output == model_file or output in model_file.parents:
+        # Replacing OUT would delete the very model being exported (and,
+        # with it, whatever sits next to it); `export` refuses non-SavedModel
+        # directories too, but this says what is really wrong.
+        raise ValueError(
+            f"OUT '{args.output}' contains MODEL '{args.model}': exporting there "
+            "would delete the model being exported. Expected a new path that "
+            "does not contain MODEL, e.g. 'student_savedmodel' or 'student.tflite'."
+        )
     model = keras.saving.load_model(args.model, compile=False)
     quantization = None if args.quantization == "none" else args.quantization
     representative = verification = None

@@ -167,12 +167,13 @@ def test_plain_model_to_existing_saved_model_directory_is_replaced(tmp_path):
 def test_broken_bound_raises_and_leaves_the_target_untouched(distiller, data, tmp_path):
     _, (x_test, _) = data
     path = tmp_path / "student.tflite"
-    path.write_bytes(b"previous export")
+    previous = b"\x1c\x00\x00\x00TFL3previous export"  # a file with the TFLite identifier
+    path.write_bytes(previous)
     with pytest.raises(ParityError, match="top-1 agreement") as info:
         keras_kd.export(distiller, path, quantization="dynamic", verification_data=x_test,
                         min_top1_agreement=1.01, verbose=False)
     assert not info.value.report.passed
-    assert path.read_bytes() == b"previous export"
+    assert path.read_bytes() == previous
     assert sorted(os.listdir(tmp_path)) == ["student.tflite"]  # no temporary left
 
 

@@ -41,19 +41,37 @@ def test_distillation_lowers_the_loss_and_beats_chance(fashion_subset):
 @pytest.mark.slow
 def test_demo_command_prints_the_table(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "keras_kd", "demo", "--epochs", "1", "--teacher-epochs", "1",
-         "--train-examples", "2000", "--test-examples", "500", "--output-dir", str(tmp_path),
-         "--verbose", "2"],
+        [sys.executable, "-m", "keras_kd", "demo", "--labels", "500", "--epochs", "1",
+         "--teacher-epochs", "1", "--train-examples", "2000", "--test-examples", "500",
+         "--output-dir", str(tmp_path), "--verbose", "2"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for row in ("teacher (CNN)", "student from scratch", "distilled student"):
+    for row in ("teacher (CNN)", "student alone", "distilled student"):
         assert row in result.stdout
+    assert "500 labelled and 1,500 unlabelled training images" in result.stdout
     table = (tmp_path / "demo_results.md").read_text()
-    assert "agreement with teacher" in table
-    assert (tmp_path / "teacher.keras").exists() and (tmp_path / "distilled_student.keras").exists()
+    assert "agreement with teacher" in table and "points from the student alone" in table
+    for name in ("teacher.keras", "student_alone.keras", "distilled_student.keras",
+                 "teacher_logits.kdcache"):
+        assert (tmp_path / name).exists(), name
     student = keras.models.load_model(tmp_path / "distilled_student.keras")
-    assert student.count_params() < models.cnn_teacher().count_params() / 10
+    teacher = keras.models.load_model(tmp_path / "teacher.keras")
+    assert student.count_params() < teacher.count_params() / 4
+
+
+def test_demo_refuses_bad_counts_before_training(tmp_path):
+    for flags, message in ((["--train-examples", "-5"], "--train-examples"),
+                           (["--labels", "0"], "--labels"),
+                           (["--labels", "5000", "--train-examples", "1000"], "labels=5000")):
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_kd", "demo", *flags, "--output-dir", str(tmp_path),
+             "--verbose", "0"],
+            capture_output=True, text=True, timeout=600,
+        )
+        assert result.returncode == 2, (flags, result.stderr[-2000:])
+        assert message in result.stderr, (flags, result.stderr[-2000:])
+        assert not (tmp_path / "teacher.keras").exists()
 
 
 def test_cli_reports_bad_arguments_clearly(tmp_path):

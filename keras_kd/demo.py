@@ -161,6 +161,12 @@ def run_demo(
         if value < 1:
             raise ValueError(f"`{argument}` must be a positive integer. "
                              f"Received: {argument}={value!r}.")
+    # None means all; a negative N would slice `x[:-N]`, every image but N.
+    for argument, value in (("train_examples", train_examples),
+                            ("test_examples", test_examples)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"`{argument}` must be a positive integer or None (all). "
+                             f"Received: {argument}={value!r}.")
 
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)

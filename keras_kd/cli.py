@@ -38,7 +38,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
+        # OSError covers FileNotFoundError and an unwritable output path.
         print(f"keras-kd {args.command}: error: {error}", file=sys.stderr)
         return 2
     return int(result or 0)

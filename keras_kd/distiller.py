@@ -14,6 +14,7 @@ from keras.src.trainers.compile_utils import CompileMetrics
 from keras.src.utils import tracking
 
 from keras_kd import augment as augment_lib
+from keras_kd import checks
 from keras_kd import features as features_lib
 from keras_kd import losses
 from keras_kd import terms as terms_lib
@@ -63,6 +64,48 @@ def _output_classes(model: keras.Model) -> Optional[int]:
     return shape[-1] if shape else None
 
 
+def _check_outputs_by_probe(student, teachers, teacher_outputs: str) -> None:
+    """Runs the models on a random probe batch and checks what they output.
+
+    The last layer's name misses a softmax hidden in a `Lambda`, a nested
+    model or `tf.nn.softmax`; its output does not: rows that are all
+    non-negative and sum to 1 are probabilities.
+    """
+    values = checks.probe_outputs(student)
+    if values is not None and checks.rows_are_probabilities(values):
+        raise ValueError(
+            f"`student` ({student.name!r}) outputs probabilities (on a random "
+            "probe batch every row is non-negative and sums to 1): its "
+            "softmax is hidden in a layer such as a `Lambda` or a nested "
+            "model. The distiller needs the student's logits to apply a "
+            "temperature; remove the softmax (`predict` then returns logits "
+            "and `keras.ops.softmax` turns them into probabilities)."
+        )
+    for index, model in enumerate(teachers):
+        argument = "teacher" if len(teachers) == 1 else f"teacher[{index}]"
+        values = checks.probe_outputs(model)
+        if values is None:
+            continue
+        probabilities = checks.rows_are_probabilities(values)
+        if teacher_outputs == "logits" and probabilities:
+            raise ValueError(
+                f"`{argument}` ({model.name!r}) outputs probabilities (on a "
+                "random probe batch every row is non-negative and sums to 1), "
+                "but teacher_outputs='logits' expects logits. Pass "
+                "`teacher_outputs='probabilities'` to declare it, or remove "
+                "the teacher's final softmax."
+            )
+        if teacher_outputs == "probabilities" and not probabilities:
+            row = values.reshape(-1, values.shape[-1])[0]
+            raise ValueError(
+                f"teacher_outputs='probabilities', but `{argument}` "
+                f"({model.name!r}) outputs logits: on a random probe batch its "
+                f"rows are not probabilities (the first sums to {row.sum():.4g}, "
+                f"with values from {row.min():.4g} to {row.max():.4g}). Pass "
+                "`teacher_outputs='logits'` (the default)."
+            )
+
+
 class _FeatureExtractors:
     """The feature extractors of a compiled distiller.
 
@@ -73,6 +116,17 @@ class _FeatureExtractors:
     def __init__(self, student=None, student_names=(), teacher=None, teacher_names=()):
         self.student, self.student_names = student, tuple(student_names)
         self.teacher, self.teacher_names = teacher, tuple(teacher_names)
+
+
+class _StepHealthHolder:
+    """Holds the distiller's `checks.StepHealth`.
+
+    A plain object, so that Keras neither tracks the counts as a metric (they
+    are not logged) nor saves them with the weights.
+    """
+
+    def __init__(self, health=None):
+        self.health = health
 
 
 class _LabelMaskedMetrics(CompileMetrics):
@@ -275,6 +329,18 @@ class Distiller(keras.Model):
             which were computed on other views.
         name: The model's name.
 
+    The teachers are frozen: the distiller sets `teacher.trainable = False`
+    on the models passed in (this also keeps their BatchNormalization layers
+    in inference mode); set it back to train a teacher again. A teacher may
+    not share weights with the student, nor be the student.
+
+    Bad inputs are refused, never trained on silently: label and sample
+    weight arrays are checked before training; in a step (a `tf.data`
+    pipeline, where in-graph asserts would vanish under XLA), a batch with
+    invalid labels or weights, or with NaN/inf teacher outputs, is not
+    applied to the weights, and `fit`/`evaluate` raise after it, naming the
+    batch.
+
     Example:
 
     >>> import numpy as np, keras
@@ -321,6 +387,12 @@ class Distiller(keras.Model):
                 f"`teacher_outputs` must be one of {TEACHER_OUTPUTS}. "
                 f"Received: teacher_outputs={teacher_outputs!r}."
             )
+        checks.check_single_output(student, "student")
+        for index, model in enumerate(teachers):
+            checks.check_single_output(
+                model, "teacher" if len(teachers) == 1 else f"teacher[{index}]"
+            )
+        checks.check_no_shared_weights(student, teachers)
         if _ends_in_softmax(student):
             raise ValueError(
                 f"`student` ({student.name!r}) ends in a softmax, but the "
@@ -364,20 +436,24 @@ class Distiller(keras.Model):
             None if teacher_weights is None else [float(w) for w in teacher_weights]
         )
         self.teacher_outputs = teacher_outputs
-        for model in teachers:
-            # Freezing also keeps BatchNormalization in inference mode.
-            model.trainable = False
         # A mismatch would fail deep inside the optimizer or train silently
         # on one replica; say so here instead.
         _check_same_strategy(student, "student", self._distribute_strategy)
         for model in teachers:
             _check_same_strategy(model, "teacher", self._distribute_strategy)
+        _check_outputs_by_probe(student, teachers, teacher_outputs)
+        # Last, after every check: a refused distiller leaves the user's
+        # models as they were. Freezing also keeps BatchNormalization in
+        # inference mode.
+        for model in teachers:
+            model.trainable = False
         self.student = student
         self.teachers = teachers
         self.augmentation = augmentation
         self.terms = []
         self._term_trackers = []
         self._feature_extractors = _FeatureExtractors()
+        self._health_holder = _StepHealthHolder()
         # The distiller owns no weights of its own: it is built when its
         # models are (always, for models made with `keras.Input`).
         if all(model.built for model in (student, *teachers)):
@@ -512,6 +588,8 @@ class Distiller(keras.Model):
         self._build_feature_extractors()
         self._term_trackers.clear()
         self._term_trackers.extend(keras.metrics.Mean(name=name) for name in names)
+        # Created here, under the caller's strategy scope, like the trackers.
+        self._health_holder = _StepHealthHolder(checks.StepHealth())
         self._compile_config = serialization_lib.SerializableDict(
             optimizer=self.optimizer,
             metrics=metrics,
@@ -553,7 +631,93 @@ class Distiller(keras.Model):
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         self._check_global_batch_size(x, batch_size, "batch_size")
+        if not kwargs.get("_use_cached_eval_dataset"):
+            # (fit's validation data was checked by fit.)
+            self._check_evaluation_data(x, y, kwargs.get("sample_weight"))
+        args, kwargs = self._add_health_check(args, kwargs, position=3)
         return super().evaluate(x, y, batch_size, *args, **kwargs)
+
+    def _check_evaluation_data(self, x, y, sample_weight) -> None:
+        """Host checks of `evaluate`'s data: it scores against labels."""
+        if isinstance(x, tf.data.Dataset):
+            checks.check_dataset_labels(x, self._student_classes(), "x", need_labels=True)
+        elif y is None and not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)) and (
+            checks.as_label_array(x) is not None or isinstance(x, dict)
+        ):
+            raise ValueError(
+                "`evaluate` scores the student against labels, but none were "
+                "given. Received: y=None. Pass `evaluate(x, y)` (the "
+                "distillation terms need no labels, but evaluation does)."
+            )
+        self._check_label_array(y, "y")
+        checks.check_sample_weight_array(sample_weight)
+
+    @property
+    def _step_health(self):
+        return self._health_holder.health
+
+    def _student_classes(self) -> Optional[int]:
+        return _output_classes(self.student)
+
+    def _add_health_check(self, args: tuple, kwargs: dict, position: int):
+        """Adds the HealthCheck to `callbacks`, given by keyword or at
+        `args[position]` (after `x, y, batch_size`)."""
+        if len(args) > position:
+            args = list(args)
+            args[position] = self._with_health_check(args[position])
+            return tuple(args), kwargs
+        kwargs["callbacks"] = self._with_health_check(kwargs.get("callbacks"))
+        return args, kwargs
+
+    def _with_health_check(self, callbacks):
+        """`callbacks` with a `checks.HealthCheck` first, once."""
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            if not any(isinstance(c, checks.HealthCheck) for c in callbacks.callbacks):
+                check = checks.HealthCheck(self)
+                check.set_model(self)
+                callbacks.callbacks.insert(0, check)
+            return callbacks
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, checks.HealthCheck) for c in callbacks):
+            callbacks.insert(0, checks.HealthCheck(self))
+        return callbacks
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        self._require_compiled()
+        self._check_training_data(x, y, sample_weight, class_weight)
+        self._step_health.reset_state()
+        logs = super().train_on_batch(
+            x, y, sample_weight=sample_weight, class_weight=class_weight, return_dict=return_dict
+        )
+        checks.HealthCheck(self).check("this batch")
+        return logs
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        self._require_compiled()
+        self._check_evaluation_data(x, y, sample_weight)
+        self._step_health.reset_state()
+        logs = super().test_on_batch(x, y, sample_weight=sample_weight, return_dict=return_dict)
+        checks.HealthCheck(self).check("this batch")
+        return logs
+
+    def load_weights(self, filepath, skip_mismatch: bool = False, **kwargs) -> None:
+        """Loads the weights, keeping the current `compile()`'s settings.
+
+        The terms' `loss_weight` and `temperature` are variables, saved with
+        the weights; restoring them would silently replace the `alpha` and
+        `temperature` of a newer `compile()`. They are kept as compiled
+        (`keras.saving.load_model` restores them, with the compile settings,
+        to resume a run exactly).
+        """
+        kept = [
+            (variable, ops.convert_to_numpy(variable))
+            for term in self.terms
+            for variable in (getattr(term, "_loss_weight", None), getattr(term, "_temperature", None))
+            if variable is not None
+        ]
+        super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+        for variable, value in kept:
+            variable.assign(value)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras builds the model from one distributed batch, reduced across
@@ -611,12 +775,20 @@ class Distiller(keras.Model):
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
         self._check_global_batch_size(x, batch_size, "batch_size")
         self._check_augmentation_source(x)
-        # Labels given as arrays are checked here, on the host, once: the
-        # in-graph check cannot raise under XLA (jit_compile=True).
-        self._check_label_array(y, "y")
+        # Arrays are checked here, on the host, once, before any weight
+        # changes; what only the step sees is counted there and raised by
+        # the HealthCheck callback (in-graph asserts vanish under XLA).
+        self._check_training_data(x, y, kwargs.get("sample_weight"), kwargs.get("class_weight"))
         validation_data = kwargs.get("validation_data")
         if isinstance(validation_data, (tuple, list)) and len(validation_data) > 1:
             self._check_label_array(validation_data[1], "validation_data")
+            if len(validation_data) > 2:
+                checks.check_sample_weight_array(validation_data[2], "validation_data")
+        elif isinstance(validation_data, tf.data.Dataset):
+            checks.check_dataset_labels(
+                validation_data, self._student_classes(), "validation_data", need_labels=True
+            )
+        args, kwargs = self._add_health_check(args, kwargs, position=2)
         return super().fit(x, y, batch_size, *args, **kwargs)
 
     def _check_augmentation_source(self, x) -> None:
@@ -629,25 +801,30 @@ class Distiller(keras.Model):
         if isinstance(spec, dict) and TEACHER_LOGITS_KEY in spec:
             raise ValueError(_AUGMENTED_CACHE_MESSAGE.format(self.augmentation))
 
-    def _check_label_array(self, labels, argument: str) -> None:
-        classes = _output_classes(self.student)
-        if classes is None or labels is None or not hasattr(labels, "shape"):
-            return
-        if isinstance(labels, tf.Tensor):
-            labels = labels.numpy()
-        labels = np.asarray(labels)
-        if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
-            return
-        if labels.ndim > 1 and labels.shape[-1] == classes and classes > 1:
-            return  # one-hot
-        low, high = int(labels.min()), int(labels.max())
-        if low < UNLABELED or high >= classes:
-            bad = high if high >= classes else low
+    def _check_training_data(self, x, y, sample_weight, class_weight) -> None:
+        if isinstance(x, tf.data.Dataset):
+            checks.check_dataset_labels(x, self._student_classes(), "x", need_labels=False)
+        kind = self._check_label_array(y, "y")
+        checks.check_sample_weight_array(sample_weight)
+        checks.check_class_weight(class_weight)
+        if self.terms and checks.all_unlabeled(y, kind) and not self._trains_without_labels():
             raise ValueError(
-                f"Labels in `{argument}` must be class indices in [0, {classes}) "
-                f"(or {UNLABELED} for unlabeled examples) to match the "
-                f"student's {classes} outputs. Received a label {bad}."
+                "Nothing would be trained: every example in `y` is unlabeled, "
+                "and every term with a positive weight needs labels. With "
+                f"alpha={self.alpha:g} the soft-target term has weight "
+                "`1 - alpha` = 0. Use alpha < 1 to learn from the teacher, or "
+                "give labels."
             )
+
+    def _trains_without_labels(self) -> bool:
+        """True when some term with a positive weight needs no labels."""
+        return any(
+            not term.requires_labels and float(ops.convert_to_numpy(term.loss_weight)) > 0
+            for term in self.terms
+        )
+
+    def _check_label_array(self, labels, argument: str) -> Optional[str]:
+        return checks.check_label_array(labels, self._student_classes(), argument)
 
     # ----------------------------------------------------------------- the step
 
@@ -689,10 +866,12 @@ class Distiller(keras.Model):
         return outputs[0], dict(zip(extractor.student_names, outputs[1:]))
 
     def _teacher_features(self, student_inputs, cached_logits):
-        """`(teacher logits list, {layer_name: features})` for this batch."""
+        """`(teacher logits list, {layer_name: features}, problems)` for this
+        batch; see `_teacher_logits`."""
         extractor = self._feature_extractors
         if extractor.teacher is None:
-            return self._teacher_logits(student_inputs, cached_logits), {}
+            logits, problems = self._teacher_logits(student_inputs, cached_logits)
+            return logits, {}, problems
         outputs = extractor.teacher(student_inputs, training=False)
         features = {
             name: ops.stop_gradient(value)
@@ -700,7 +879,8 @@ class Distiller(keras.Model):
         }
         if cached_logits is None:
             cached_logits = [outputs[0]]
-        return self._teacher_logits(student_inputs, cached_logits), features
+        logits, problems = self._teacher_logits(student_inputs, cached_logits)
+        return logits, features, problems
 
     def _split_inputs(self, inputs):
         """Separates student inputs from precomputed teacher logits."""
@@ -714,8 +894,12 @@ class Distiller(keras.Model):
             return inputs[INPUTS_KEY], inputs[TEACHER_LOGITS_KEY]
         return inputs, None
 
-    def _teacher_logits(self, student_inputs, cached_logits) -> list:
-        """The teachers' logits for this batch, as a list of float32 tensors."""
+    def _teacher_logits(self, student_inputs, cached_logits):
+        """`(logits, problems)`: the teachers' logits for this batch, as a list
+        of float32 tensors, and `{"nonfinite_teacher": n, "not_probabilities":
+        m}`, the examples whose outputs were NaN/inf (their logits are
+        zeroed) or, for `teacher_outputs="probabilities"`, not probabilities.
+        """
         if cached_logits is not None:
             outputs = cached_logits if isinstance(cached_logits, (list, tuple)) else [cached_logits]
         elif self.teachers:
@@ -728,10 +912,14 @@ class Distiller(keras.Model):
                 "see `keras_kd.cache_teacher_outputs`."
             )
         outputs = [ops.cast(ops.stop_gradient(o), "float32") for o in outputs]
-        if self.teacher_outputs == "probabilities":
+        probabilities = self.teacher_outputs == "probabilities"
+        outputs, nonfinite, not_probabilities = checks.sanitize_teacher_outputs(
+            outputs, probabilities
+        )
+        if probabilities:
             # log-probabilities are valid logits: softmax(log p) == p.
             outputs = [ops.log(ops.maximum(o, 1e-30)) for o in outputs]
-        return outputs
+        return outputs, {"nonfinite_teacher": nonfinite, "not_probabilities": not_probabilities}
 
     def _check_shapes(self, student_logits, teacher_logits: list) -> None:
         classes = student_logits.shape[-1]
@@ -744,40 +932,32 @@ class Distiller(keras.Model):
                 )
 
     def _prepare_labels(self, labels, student_logits):
-        """Returns `(labels, mask)`: labels safe to index with, and a float
-        mask of the labeled examples. Checks that sparse labels are in range.
+        """Returns `(labels, mask, invalid)`: labels safe to index with, a
+        float mask of the labeled examples, and the number of invalid labels
+        (out of range, fractional, non-finite), which are masked out.
+
+        Counted rather than asserted: asserts vanish under XLA, and a graph
+        error buries its message; `checks.HealthCheck` raises on the host.
         """
         if labels is None:
-            return None, None
-        if terms_lib.is_one_hot(labels, student_logits):
-            labeled = ops.sum(ops.abs(ops.cast(labels, "float32")), axis=-1) > 0
-            return labels, ops.cast(labeled, "float32")
+            return None, None, ops.zeros((), "float32")
+        if labels.dtype == tf.string or labels.dtype == tf.bool:
+            raise ValueError(
+                "Labels must be numbers: integer class indices or one-hot "
+                f"rows. Received labels of dtype {labels.dtype.name}."
+            )
         classes = student_logits.shape[-1]
-        if labels.dtype not in (tf.int32, tf.int64):
-            # Signed, so that -1 can mark an unlabeled example (uint8 cannot).
-            labels = ops.cast(labels, "int32")
-        checks = [
-            tf.debugging.assert_less(
-                labels,
-                ops.cast(classes, labels.dtype),
-                message=f"Labels must be class indices in [0, {classes}) "
-                f"(or {UNLABELED} for unlabeled examples); found a label "
-                f">= {classes}. `y` does not match the student's {classes} "
-                "outputs.",
-            ),
-            tf.debugging.assert_greater_equal(
-                labels,
-                ops.cast(UNLABELED, labels.dtype),
-                message=f"Labels must be class indices in [0, {classes}) or "
-                f"{UNLABELED} for unlabeled examples; found a label < "
-                f"{UNLABELED}.",
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            labeled = ops.reshape(labels >= 0, (-1,))
-            # Unlabeled rows get class 0; their weight is 0.
-            safe_labels = ops.maximum(labels, ops.zeros_like(labels))
-        return safe_labels, ops.cast(labeled, "float32")
+        if terms_lib.is_one_hot(labels, student_logits):
+            return checks.sanitize_one_hot_labels(labels)
+        rank = len(labels.shape)
+        if rank > 2 or (rank == 2 and labels.shape[-1] not in (None, 1)):
+            raise ValueError(
+                "Labels must be class indices shaped (batch,) or (batch, 1), "
+                f"or one-hot rows shaped (batch, {classes}) for the student's "
+                f"{classes} outputs. Received labels of shape "
+                f"{tuple(labels.shape)}."
+            )
+        return checks.sanitize_sparse_labels(labels, classes)
 
     def _compute_terms(
         self, terms, student_logits, teacher_logits, labels, label_mask, sample_weight,
@@ -871,21 +1051,23 @@ class Distiller(keras.Model):
         makes the one view that the teachers and the student see.
 
         Returns `(student_logits, labels, label_mask, loss_share, total,
-        term_means)`; see `_compute_terms`. For a mixed batch, `labels` and
-        `label_mask` are those the metrics score.
+        term_means, problems)`; see `_compute_terms`; `problems` is the
+        `checks.counts_vector` of this replica's bad examples. For a mixed
+        batch, `labels` and `label_mask` are those the metrics score.
         """
         student_inputs, cached_logits = self._split_inputs(x)
         mixing = None
         if augment and self.augmentation is not None:
             student_inputs, mixing = self._augment(student_inputs, cached_logits)
-        teacher_logits, teacher_features = self._teacher_features(
+        teacher_logits, teacher_features, teacher_problems = self._teacher_features(
             student_inputs, cached_logits
         )
         student_logits, student_features = self._student_outputs(
             student_inputs, training=training
         )
         self._check_shapes(student_logits, teacher_logits)
-        labels, label_mask = self._prepare_labels(y, student_logits)
+        labels, label_mask, invalid_labels = self._prepare_labels(y, student_logits)
+        sample_weight, invalid_weights = checks.sanitize_sample_weight(sample_weight)
         label_mixing = None
         metric_labels, metric_mask = labels, label_mask
         if mixing is not None and labels is not None:
@@ -898,7 +1080,30 @@ class Distiller(keras.Model):
             sample_weight, student_features, teacher_features, label_mixing,
         )
         loss_share, total = self._add_regularization(loss_share, total)
-        return student_logits, metric_labels, metric_mask, loss_share, total, term_means
+        problems = checks.counts_vector(
+            invalid_labels=invalid_labels,
+            invalid_weights=invalid_weights,
+            weighted_examples=self._weighted_examples(student_logits, labels, label_mask),
+            **teacher_problems,
+        )
+        return (student_logits, metric_labels, metric_mask, loss_share, total, term_means,
+                problems)
+
+    def _weighted_examples(self, student_logits, labels, label_mask):
+        """Sum over the terms of `loss_weight` times the examples they see:
+        zero for a whole epoch means nothing was trained (e.g. alpha=1 on
+        unlabeled data)."""
+        batch_size = ops.cast(ops.shape(student_logits)[0], "float32")
+        total = ops.zeros((), "float32")
+        for term in self.terms:
+            if term.requires_labels:
+                if labels is None:
+                    continue
+                count = ops.sum(label_mask)
+            else:
+                count = batch_size
+            total = total + term.loss_weight.value * count
+        return total
 
     def term_losses(self, x, y=None, sample_weight=None, training: bool = False) -> dict:
         """Each term's mean value on one batch, before its `loss_weight`.
@@ -922,19 +1127,28 @@ class Distiller(keras.Model):
         x = keras.tree.map_structure(ops.convert_to_tensor, x)
         if y is not None:
             y = ops.convert_to_tensor(y)
-        return self._forward(x, y, sample_weight, training)[-1]
+        values = self._forward(x, y, sample_weight, training)
+        checks.raise_for_eager_problems(self, values[-1])
+        return values[5]
 
     def train_step(self, data):
         self._require_compiled()
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            student_logits, labels, label_mask, loss_share, total, term_means = (
+            student_logits, labels, label_mask, loss_share, total, term_means, problems = (
                 self._forward(x, y, sample_weight, training=True, augment=True)
             )
             scaled_loss = self.optimizer.scale_loss(loss_share)
         trainable_weights = self.trainable_weights
         gradients = tape.gradient(scaled_loss, trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, trainable_weights))
+        # A batch with bad labels, weights or teacher outputs leaves the
+        # weights and the optimizer as they were (the same decision on every
+        # replica); HealthCheck then raises on the host.
+        bad = _replica_sum(problems[: checks.WEIGHTED_EXAMPLES])
+        checks.apply_gradients_if(
+            ops.all(ops.equal(bad, 0.0)), self.optimizer, gradients, trainable_weights
+        )
+        self._update_health(problems)
 
         batch_size = ops.shape(student_logits)[0]
         self._loss_tracker.update_state(total, sample_weight=batch_size)
@@ -954,7 +1168,16 @@ class Distiller(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         student_inputs, _ = self._split_inputs(x)
         student_logits = self.student(student_inputs, training=False)
-        labels, label_mask = self._prepare_labels(y, student_logits)
+        if y is None:
+            raise ValueError(
+                "`evaluate` scores the student against labels, but the data "
+                "has none: pass `(x, y)` batches."
+            )
+        labels, label_mask, invalid_labels = self._prepare_labels(y, student_logits)
+        sample_weight, invalid_weights = checks.sanitize_sample_weight(sample_weight)
+        self._update_health(
+            checks.counts_vector(invalid_labels=invalid_labels, invalid_weights=invalid_weights)
+        )
         # Evaluation is the student's own business: its loss at T = 1, no teacher.
         hard_term = self.terms[0]
         _, _, term_means = self._compute_terms(
@@ -970,6 +1193,10 @@ class Distiller(keras.Model):
         if self._compile_metrics is not None:
             logs.update(self._compile_metrics.result())
         return self._step_logs(logs)
+
+    def _update_health(self, problems) -> None:
+        if self._step_health is not None:
+            self._step_health.update_state(problems)
 
     def _step_logs(self, logs: dict) -> dict:
         """The step's logs, shaped for Keras's cross-replica reduction."""

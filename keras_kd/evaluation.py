@@ -15,6 +15,15 @@ import numpy as np
 def _as_class_indices(values, argument: str) -> np.ndarray:
     """Sparse class indices from sparse labels or one-hot / probability rows."""
     array = np.asarray(values)
+    if array.dtype.kind in "USOb":
+        raise ValueError(
+            f"`{argument}` must be numbers: class indices or one-hot rows. "
+            f"Received an array of dtype {array.dtype}."
+        )
+    if array.ndim == 2 and array.shape[1] == 1:
+        # Class indices shaped (N, 1), as keras.datasets.cifar10 ships them:
+        # an argmax over that single column would make every label 0.
+        array = array[:, 0]
     if array.ndim == 2:
         return array.argmax(axis=-1).astype(np.int64)
     if array.ndim != 1:

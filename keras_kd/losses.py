@@ -23,10 +23,18 @@ TensorLike = object
 TEACHER_REDUCTIONS = ("mean_probabilities", "mean_kl")
 
 
+#: The largest temperature accepted. float32 rounds `log_softmax(z / T)` to
+#: about 1e-7, and `T**2 * KL` multiplies that error by `T**2`: measured
+#: against float64, the loss is off by at most ~0.005 at T = 100, by ~0.5 at
+#: T = 1000, and turns negative from about T = 3000 (NaN at 1e30).
+MAX_TEMPERATURE = 100.0
+
+
 def validate_temperature(temperature: float, argument: str = "temperature") -> float:
     """Returns `temperature` as a float, or raises if it is not usable.
 
-    A temperature must be a finite number greater than zero.
+    A temperature must be a number in `(0, MAX_TEMPERATURE]` (100): beyond,
+    float32 rounding dominates the `T**2`-scaled loss.
     """
     try:
         if isinstance(temperature, (bool, str)):
@@ -42,6 +50,13 @@ def validate_temperature(temperature: float, argument: str = "temperature") -> f
         raise ValueError(
             f"`{argument}` must be a positive finite number. "
             f"Received: {argument}={temperature!r}."
+        )
+    if value > MAX_TEMPERATURE:
+        raise ValueError(
+            f"`{argument}` must be at most {MAX_TEMPERATURE:g}: above it, "
+            "float32 rounding in the T**2-scaled soft-target loss dominates "
+            "(the loss can even turn negative). Received: "
+            f"{argument}={temperature!r}."
         )
     return value
 

@@ -371,12 +371,16 @@ def _outputs_probabilities(model) -> bool:
 
 def _probabilities(models, batches) -> np.ndarray:
     """Mean predicted probabilities of `models` (an ensemble averages them)."""
+    from keras_kd import checks
+
     total = None
     for model in models:
         outputs = np.concatenate([
             np.asarray(model(x, training=False), dtype=np.float64) for x in batches
         ])
-        probabilities = outputs if _outputs_probabilities(model) else evaluation.softmax(outputs)
+        # A softmax hidden in a Lambda or a nested model shows in the values.
+        is_probabilities = _outputs_probabilities(model) or checks.rows_are_probabilities(outputs)
+        probabilities = outputs if is_probabilities else evaluation.softmax(outputs)
         total = probabilities if total is None else total + probabilities
     return total / len(models)
 
@@ -419,6 +423,51 @@ def _batches(data, batch_size: int):
         "`data` must be a tuple `(x, y)` of arrays or a batched `tf.data.Dataset` "
         f"of `(x, y)`. Received: data of type {type(data).__name__}."
     )
+
+
+def _check_output_dir(output_dir) -> Path:
+    """Refuses an output directory that cannot be written, before any work.
+
+    Otherwise the models run first and the report ends in a traceback.
+    """
+    directory = Path(output_dir)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(
+            "`output_dir` must be a directory (created if needed). Received: "
+            f"output_dir={str(output_dir)!r}, which is a file."
+        )
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(
+            f"`output_dir` cannot be created: {str(existing)!r} is a file. "
+            f"Received: output_dir={str(output_dir)!r}."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`output_dir` is not writable: no permission to write in "
+            f"{str(existing)!r}. Received: output_dir={str(output_dir)!r}."
+        )
+    return directory
+
+
+def _check_labels(labels: np.ndarray, num_classes: Optional[int]) -> np.ndarray:
+    """Class indices from `data`'s labels, refusing what would score wrongly.
+
+    `(N, 1)` class indices (as `keras.datasets.cifar10` ships them) are
+    squeezed; other 2-D labels must be one-hot rows, one per class.
+    """
+    from keras_kd import checks
+
+    kind = checks.check_label_array(labels, num_classes, "data")
+    if kind == "sparse" and labels.size and labels.min() < 0:
+        raise ValueError(
+            "Labels in `data` must be class indices in [0, "
+            f"{num_classes}); a report needs every example labeled. "
+            f"Received a label {labels.min()}."
+        )
+    return evaluation._as_class_indices(labels, "labels")
 
 
 def _count_parameters(models) -> int:
@@ -497,9 +546,16 @@ def report(
         raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}.")
     num_bins = evaluation._check_num_bins(num_bins)
     curves_history = history_dict(history)
+    if output_dir is not None:
+        _check_output_dir(output_dir)
 
-    batches, labels = _batches(data, batch_size)
-    labels = evaluation._as_class_indices(labels, "labels")
+    from keras_kd.distiller import _output_classes
+
+    batches, raw_labels = _batches(data, batch_size)
+    # Checked before the models run when the models' width is known (and
+    # agreed on: a mismatch is reported as such below).
+    widths = {_output_classes(model) for model in (*teachers, *students)}
+    _check_labels(raw_labels, widths.pop() if len(widths) == 1 else None)
     teacher_probabilities = _probabilities(teachers, batches)
     student_probabilities = _probabilities(students, batches)
     num_classes = student_probabilities.shape[-1]
@@ -508,6 +564,7 @@ def report(
             "`teacher` and `student` must output the same number of classes. "
             f"Received {teacher_probabilities.shape[-1]} and {num_classes}."
         )
+    labels = _check_labels(raw_labels, num_classes)
     if class_names is None:
         class_names = [str(i) for i in range(num_classes)]
     class_names = [str(name) for name in class_names]

@@ -14,6 +14,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from keras_kd import checks
 from keras_kd.cache import _check_int
 from keras_kd.cache import _example_dataset
 from keras_kd.distiller import UNLABELED
@@ -68,7 +69,10 @@ def mix_transfer_set(
             "`labeled` must be a tuple `(x, y)` of arrays or a `tf.data.Dataset` "
             f"of `(x, y)` examples. Received: labeled of type {type(labeled).__name__}."
         )
-    labeled_set, labeled_count, has_labels, _ = _example_dataset(labeled, "labeled")
+    labeled_set, labeled_count, has_labels, arrays = _example_dataset(labeled, "labeled")
+    if arrays is not None:
+        # Strings, fractional floats, wrong shapes: refused before mixing.
+        checks.check_label_array(arrays[1], None, "labeled")
     if not has_labels:
         raise ValueError(
             "`labeled` must carry labels: a `tf.data.Dataset` of `(x, y)` "
@@ -81,6 +85,25 @@ def mix_transfer_set(
         )
     unlabeled_set, unlabeled_count, _, _ = _example_dataset(unlabeled, "unlabeled")
     label_spec = labeled_set.element_spec[1]
+    if label_spec.dtype in (tf.string, tf.bool):
+        raise ValueError(
+            "Labels in `labeled` must be numbers: integer class indices or "
+            f"one-hot rows. Received labels of dtype {label_spec.dtype.name}."
+        )
+    if label_spec.shape.rank == 1 and label_spec.shape[0] == 1:
+        # Class indices shaped (1,) per example, e.g. keras.datasets.cifar10's
+        # (N, 1) labels: the same class indices as scalars.
+        labeled_set = labeled_set.map(lambda x, y: (x, tf.reshape(y, [])))
+        label_spec = labeled_set.element_spec[1]
+    if label_spec.shape.rank is None or label_spec.shape.rank > 1 or (
+        label_spec.shape.rank == 1 and label_spec.shape[0] is None
+    ):
+        raise ValueError(
+            "Labels in `labeled` must be class indices (one scalar, or shape "
+            "(1,), per example) or one-hot rows of a fixed width. Received "
+            f"labels of shape {tuple(label_spec.shape) if label_spec.shape.rank is not None else None} "
+            "per example."
+        )
     if label_spec.shape.rank == 1 and (label_spec.shape[0] or 0) > 1:
         # One-hot labels: an all-zero row marks an unlabeled example.
         missing = tf.zeros(label_spec.shape, label_spec.dtype)

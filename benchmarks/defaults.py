@@ -65,8 +65,13 @@ class Task:
     """One task: data split, teacher and student builders, a budget."""
 
     def __init__(self, name: str, data, build_teacher: Callable, build_student: Callable,
-                 teacher_epochs: int, epochs: int, batch_size: int, description: str):
+                 teacher_epochs: int, epochs: int, batch_size: int, description: str,
+                 teacher_data=None, teacher_name: str = None):
         self.name, self.data = name, data
+        # The teacher's training data (default: the students') and the name
+        # it is cached under, so that two tasks can share one teacher.
+        self.teacher_data = teacher_data if teacher_data is not None else data[0]
+        self.teacher_name = teacher_name or name
         self.build_teacher, self.build_student = build_teacher, build_student
         self.teacher_epochs, self.epochs, self.batch_size = teacher_epochs, epochs, batch_size
         self.description = description
@@ -91,10 +96,12 @@ def tasks(quick: bool) -> List[Task]:
     result = [
         Task("fmnist-mlp", fmnist, lambda: models.cnn_teacher(width=16),
              lambda: models.mlp((64, 64)), 4, 15, 128,
-             "Fashion-MNIST, CNN teacher (width 16) -> MLP 64-64"),
+             "Fashion-MNIST, CNN teacher (width 16) -> MLP 64-64", teacher_name="fmnist"),
         Task("fmnist-cnn", ((x_train[:small], y_train[:small]), validation),
              lambda: models.cnn_teacher(width=16), lambda: models.cnn_student(width=8), 4, 15, 128,
-             f"Fashion-MNIST ({small:,} labels), CNN teacher -> CNN student (width 8)"),
+             f"Fashion-MNIST ({small:,} labels), the same CNN teacher (trained on all "
+             "training images) -> CNN student (width 8)",
+             teacher_data=(x_train, y_train), teacher_name="fmnist"),
     ]
     from sklearn.datasets import load_digits
 
@@ -136,8 +143,8 @@ def accuracy(model, x, y) -> float:
 def teacher_for(task: Task, quick: bool):
     import keras
 
-    path = CACHE / f"{task.name}{'-quick' if quick else ''}-teacher.keras"
-    (x, y), (x_val, y_val) = task.data
+    path = CACHE / f"{task.teacher_name}{'-quick' if quick else ''}-teacher.keras"
+    x, y = task.teacher_data
     if path.exists():
         return keras.saving.load_model(path)
     keras.utils.set_random_seed(1000)
@@ -190,6 +197,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tasks", nargs="*", default=None)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--fresh", action="store_true", help="Ignore the saved runs.")
     args = parser.parse_args(argv)
     seeds = list(range(1 if args.quick else args.seeds))
     settings = [(a, t) for a in ALPHAS for t in TEMPERATURES]
@@ -202,6 +210,17 @@ def main(argv=None) -> None:
         if args.quick:
             task.epochs, task.teacher_epochs = 1, 1
         descriptions[task.name] = task.description
+        # Each task's runs are kept, so that a rerun (e.g. after a fix to one
+        # task) recomputes only what changed; --fresh recomputes everything.
+        saved = CACHE / f"{task.name}{'-quick' if args.quick else ''}-runs.json"
+        key = {"seeds": seeds, "settings": [list(s) for s in settings], "epochs": task.epochs,
+               "teacher": task.teacher_name, "teacher_epochs": task.teacher_epochs}
+        if saved.exists() and not args.fresh:
+            stored = json.loads(saved.read_text())
+            if stored["key"] == key:
+                results[task.name] = stored["row"]
+                log(f"{task.name}: reusing the runs saved in {saved}")
+                continue
         teacher = teacher_for(task, args.quick)
         (x, y), (x_val, y_val) = task.data
         teacher_logits = teacher.predict(x, batch_size=1024, verbose=0)
@@ -217,6 +236,8 @@ def main(argv=None) -> None:
                 log(f"{task.name} seed {seed}: alpha={setting[0]} T={setting[1]} "
                     f"{100 * value:.2f}%")
         results[task.name] = row
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({"key": key, "row": row}))
     if not results:
         raise SystemExit(f"No task matched --tasks {args.tasks}.")
     text, choice = report(results, descriptions, seeds, settings, time.time() - started)

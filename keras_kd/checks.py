@@ -522,15 +522,22 @@ class HealthCheck(keras.callbacks.Callback):
         health = self._health()
         if health is None:
             return
-        if health.values()[WEIGHTED_EXAMPLES] <= self._examples_at_epoch_start:
-            raise ValueError(
-                f"Nothing was trained in epoch {epoch + 1}: every term with a "
-                "positive weight needs labels, and no example had one. With "
-                f"alpha={self._distiller.alpha:g} the soft-target term has "
-                "weight `1 - alpha` = 0, so unlabeled examples contribute "
-                "nothing. Use alpha < 1 to learn from the teacher, or give "
-                "labels."
-            )
+        if health.values()[WEIGHTED_EXAMPLES] > self._examples_at_epoch_start:
+            return
+        weights = {term.name: float(ops.convert_to_numpy(term.loss_weight))
+                   for term in self._distiller.terms}
+        if not any(weights.values()):
+            # Every weight is zero by choice (a schedule pausing training):
+            # nothing to train is then what was asked for.
+            return
+        raise ValueError(
+            f"Nothing was trained in epoch {epoch + 1}: every term with a "
+            "positive weight needs labels, and no example had one (alpha="
+            f"{self._distiller.alpha:g}; the term weights were {weights}). Unlabeled examples only reach terms "
+            "that need no labels, such as the soft-target term, whose weight "
+            "is `1 - alpha`: use alpha < 1 to learn from the teacher, or give "
+            "labels."
+        )
 
     def check(self, where: str) -> None:
         health = self._health()

@@ -50,7 +50,6 @@ import hashlib
 import json
 import math
 import os
-import secrets
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -60,6 +59,9 @@ import tensorflow as tf
 from keras import ops
 
 from keras_kd.distiller import INPUTS_KEY
+from keras_kd.io_utils import check_verbose as _check_verbose
+from keras_kd.io_utils import check_writable_directory
+from keras_kd.io_utils import unique_sibling as _unique_sibling
 from keras_kd.distiller import TEACHER_LOGITS_KEY
 
 MAGIC = b"KDCACHE1"
@@ -610,24 +612,6 @@ def cache_teacher_outputs(
     return header
 
 
-def _check_verbose(verbose) -> int:
-    """Keras's verbosity: "auto" (1), 0, 1 or 2."""
-    if verbose == "auto":
-        return 1
-    if isinstance(verbose, (bool, int, np.integer)) and int(verbose) in (0, 1, 2):
-        return int(verbose)
-    raise ValueError(
-        "`verbose` must be 'auto', 0 (silent), 1 (progress bar) or 2 (one line "
-        f"per run). Received: verbose={verbose!r}."
-    )
-
-
-def _unique_sibling(path: Path, tag: str) -> Path:
-    """A hidden, unused name next to `path` (same file system, so it can be
-    renamed onto `path`), unique across processes and threads."""
-    return path.with_name(f".{path.name}.{tag}.{os.getpid()}.{secrets.token_hex(6)}")
-
-
 def _check_cache_path(path: PathLike) -> Path:
     """Fails before the teacher pass when `path` cannot hold a cache."""
     if not isinstance(path, (str, os.PathLike)):
@@ -664,15 +648,7 @@ def _check_cache_path(path: PathLike) -> Path:
                 "overwritten. Expected a new path or an earlier teacher cache. "
                 f"Received: path='{path}'."
             )
-    probe = _unique_sibling(path, "probe")
-    try:
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        os.remove(probe)
-    except OSError as error:
-        raise ValueError(
-            f"Cannot write to `path`: its directory '{parent}' is not writable "
-            f"({error.strerror or error}). Received: path='{path}'."
-        ) from error
+    check_writable_directory(path)
     return path
 
 

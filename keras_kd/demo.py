@@ -86,7 +86,7 @@ def add_parser(subparsers) -> None:
 
 
 #: The demo's defaults (also the flags' defaults).
-DEFAULTS = dict(labels=10000, epochs=15, teacher_epochs=15, temperature=1.0, alpha=0.5)
+DEFAULTS = dict(labels=10000, epochs=15, teacher_epochs=10, temperature=1.0, alpha=0.5)
 LEARNING_RATE = 2e-3
 STUDENT_HIDDEN = (64, 64)
 

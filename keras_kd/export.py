@@ -24,8 +24,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_kd.cache import _check_verbose  # one definition of Keras's verbosity
-from keras_kd.cache import _unique_sibling
+from keras_kd.io_utils import check_verbose as _check_verbose
+from keras_kd.io_utils import check_writable_directory
+from keras_kd.io_utils import unique_sibling as _unique_sibling
 from keras_kd.distiller import _ends_in_softmax  # one definition of "ends in a softmax"
 
 FORMATS = ("saved_model", "tflite")
@@ -413,17 +414,7 @@ def _check_target(path: Path, format: str, overwrite: bool) -> None:
 def _prepare_target(path: Path, format: str, overwrite: bool) -> None:
     """Fails early, before any conversion, if `path` cannot be written."""
     _check_target(path, format, overwrite)
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = _unique_sibling(path, "probe")
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        os.remove(probe)
-    except OSError as error:
-        raise ValueError(
-            f"Cannot write to `path`: its directory '{parent}' is not writable "
-            f"({error.strerror or error}). Received: path='{path}'."
-        ) from error
+    check_writable_directory(path)
 
 
 def _exchange(first: Path, second: Path) -> bool:

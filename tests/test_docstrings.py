@@ -22,6 +22,9 @@ MODULES = [
     "keras_kd.report",
     "keras_kd.text_datasets",
     "keras_kd.text_models",
+    "keras_kd.augment",
+    "keras_kd.tuning",
+    "keras_kd.io_utils",
 ]
 
 

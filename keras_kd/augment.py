@@ -151,6 +151,8 @@ class InputMixer(keras.layers.Layer):
         raise NotImplementedError
 
     def mix_tensor(self, tensor, partner, plan):
+        """Mixes one input tensor with its `partner` rows as `plan` (from
+        `draw`) says; subclasses define it."""
         raise NotImplementedError
 
     def mix(self, inputs) -> Tuple[Any, Any, Any]:

@@ -823,18 +823,22 @@ class TeacherCache:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes the teachers output."""
         return self.header["num_classes"]
 
     @property
     def num_teachers(self) -> int:
+        """Number of teachers whose outputs are stored."""
         return self.header["num_teachers"]
 
     @property
     def views(self) -> int:
+        """Number of augmented views stored per example (1 without augmentation)."""
         return self.header["views"]
 
     @property
     def top_k(self) -> Optional[int]:
+        """Number of largest logits stored per example, or `None` for all."""
         return self.header["top_k"]
 
     def stored_fields(self, indices, views=0) -> dict:

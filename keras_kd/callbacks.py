@@ -20,6 +20,7 @@ from keras import ops
 from keras_kd import schedules as schedules_lib
 
 ATTRIBUTES = ("loss_weight", "temperature")
+"""The term attributes a `TermScheduler` can schedule."""
 
 
 def _find_term(model, name: str):
@@ -112,6 +113,7 @@ class TermScheduler(keras.callbacks.Callback):
             logs[self.log_key] = _value(getattr(self._target(), self.attribute))
 
     def get_config(self) -> dict:
+        """The constructor arguments, for `keras.saving`."""
         config = {
             "term": self.term,
             "schedule": keras.saving.serialize_keras_object(self.schedule),
@@ -123,6 +125,7 @@ class TermScheduler(keras.callbacks.Callback):
 
     @classmethod
     def from_config(cls, config: dict):
+        """A callback from the dictionary `get_config` returned."""
         return cls(**config)
 
 
@@ -325,6 +328,7 @@ class GradientNormBalancer(keras.callbacks.Callback):
             logs[f"{term.name}_loss_weight"] = _value(term.loss_weight)
 
     def get_config(self) -> dict:
+        """The constructor arguments, for `keras.saving`."""
         data = self.x if self.y is None else (self.x, self.y)
         return {
             "data": data,
@@ -337,4 +341,5 @@ class GradientNormBalancer(keras.callbacks.Callback):
 
     @classmethod
     def from_config(cls, config: dict):
+        """A callback from the dictionary `get_config` returned."""
         return cls(**config)

@@ -19,15 +19,23 @@ from keras_kd import features as features_lib
 from keras_kd import losses
 from keras_kd import terms as terms_lib
 
-#: Key under which a dataset can supply precomputed teacher logits:
-#: batches of `({"inputs": x, TEACHER_LOGITS_KEY: logits}, y)` train without
-#: running the teacher (see `keras_kd.cache_teacher_outputs`).
 TEACHER_LOGITS_KEY = "teacher_logits"
-INPUTS_KEY = "inputs"
+"""Key under which a dataset supplies precomputed teacher logits.
 
-#: Sparse label that marks an unlabeled example (scikit-learn's convention).
-#: One-hot rows of all zeros mean the same.
+Batches of `({INPUTS_KEY: x, TEACHER_LOGITS_KEY: logits}, y)` train without
+running the teacher (see `keras_kd.cache_teacher_outputs`).
+"""
+
+INPUTS_KEY = "inputs"
+"""Key of the student's inputs in a batch that carries teacher logits
+(`TEACHER_LOGITS_KEY`)."""
+
 UNLABELED = -1
+"""Sparse label that marks an unlabeled example (scikit-learn's convention).
+
+One-hot rows of all zeros mean the same. An unlabeled example takes part in
+the distillation loss only.
+"""
 
 TEACHER_OUTPUTS = ("logits", "probabilities")
 
@@ -517,7 +525,10 @@ class Distiller(keras.Model):
                 weights, added to the two above.
             teacher_reduction: How several teachers are combined:
                 `"mean_probabilities"` (default) or `"mean_kl"`.
-            weighted_metrics, run_eagerly, steps_per_execution, jit_compile,
+            weighted_metrics: As in `keras.Model.compile`.
+            run_eagerly: As in `keras.Model.compile`.
+            steps_per_execution: As in `keras.Model.compile`.
+            jit_compile: As in `keras.Model.compile`.
             auto_scale_loss: As in `keras.Model.compile`.
         """
         alpha_value = terms_lib._validate_loss_weight(alpha, "alpha")

@@ -369,15 +369,21 @@ def _outputs_probabilities(model) -> bool:
     return _ends_in_softmax(model)
 
 
-def _probabilities(models, batches) -> np.ndarray:
-    """Mean predicted probabilities of `models` (an ensemble averages them)."""
+def _probabilities(models, batches, on_batch=None) -> np.ndarray:
+    """Mean predicted probabilities of `models` (an ensemble averages them).
+
+    `on_batch(n)` is called after each batch of `n` examples, per model.
+    """
     from keras_kd import checks
 
     total = None
     for model in models:
-        outputs = np.concatenate([
-            np.asarray(model(x, training=False), dtype=np.float64) for x in batches
-        ])
+        outputs = []
+        for x in batches:
+            outputs.append(np.asarray(model(x, training=False), dtype=np.float64))
+            if on_batch is not None:
+                on_batch(len(outputs[-1]))
+        outputs = np.concatenate(outputs)
         # A softmax hidden in a Lambda or a nested model shows in the values.
         is_probabilities = _outputs_probabilities(model) or checks.rows_are_probabilities(outputs)
         probabilities = outputs if is_probabilities else evaluation.softmax(outputs)
@@ -483,6 +489,7 @@ def report(
     output_dir: Union[str, os.PathLike, None] = DEFAULT_OUTPUT_DIR,
     batch_size: int = 256,
     num_bins: int = 15,
+    verbose: Union[str, int] = "auto",
 ) -> DistillationReport:
     """Compares a student with its teacher and writes plots and a summary.
 
@@ -509,6 +516,10 @@ def report(
             computes the numbers and writes nothing.
         batch_size: Batch size for running the models on arrays.
         num_bins: Number of confidence bins for calibration.
+        verbose: `"auto"` (default, means 1), 0 (silent), 1 (a
+            `keras.utils.Progbar` over the model passes: examples done by
+            every teacher and the student, rate and time left) or 2 (one
+            line when the passes are done), as in Keras's `fit`.
 
     Returns:
         A `DistillationReport`.
@@ -519,12 +530,16 @@ def report(
     >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> x, y = np.random.rand(64, 4).astype("float32"), np.arange(64) % 3
-    >>> result = keras_kd.report(teacher, student, (x, y), output_dir=None)
+    >>> result = keras_kd.report(teacher, student, (x, y), output_dir=None, verbose=0)
     >>> 0.0 <= result.agreement <= 1.0
     True
     """
+    import keras
+
+    from keras_kd.cache import _check_verbose  # one definition of Keras's verbosity
     from keras_kd.distiller import Distiller
 
+    verbose = _check_verbose(verbose)
     if isinstance(student, Distiller):
         if teacher is not None:
             raise ValueError(
@@ -556,8 +571,20 @@ def report(
     # agreed on: a mismatch is reported as such below).
     widths = {_output_classes(model) for model in (*teachers, *students)}
     _check_labels(raw_labels, widths.pop() if len(widths) == 1 else None)
-    teacher_probabilities = _probabilities(teachers, batches)
-    student_probabilities = _probabilities(students, batches)
+    # One bar over every model pass: each teacher's, then the student's.
+    passes = len(teachers) + len(students)
+    progbar = keras.utils.Progbar(
+        passes * len(raw_labels), verbose=verbose, unit_name="example"
+    )
+    done = [0]
+
+    def step(examples: int) -> None:
+        done[0] += examples
+        progbar.update(done[0], finalize=False)
+
+    teacher_probabilities = _probabilities(teachers, batches, step)
+    student_probabilities = _probabilities(students, batches, step)
+    progbar.update(done[0], finalize=True)
     num_classes = student_probabilities.shape[-1]
     if teacher_probabilities.shape[-1] != num_classes:
         raise ValueError(
@@ -667,6 +694,7 @@ def run(args) -> int:
     result = report(
         teacher, student, data, class_names=names, history=args.history,
         output_dir=args.output_dir, batch_size=args.batch_size, num_bins=args.num_bins,
+        verbose=args.verbose,
     )
     print(
         f"teacher accuracy {_percent(result.teacher_accuracy)}, student accuracy "
@@ -675,6 +703,17 @@ def run(args) -> int:
     )
     print(f"wrote {result.files['summary']}")
     return 0
+
+
+def _verbosity(value: str):
+    """`--verbose`: "auto", 0, 1 or 2."""
+    import argparse
+
+    if value == "auto":
+        return value
+    if value in ("0", "1", "2"):
+        return int(value)
+    raise argparse.ArgumentTypeError(f"must be auto, 0, 1 or 2 (received {value!r})")
 
 
 def add_parser(subparsers) -> None:
@@ -698,4 +737,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="Where to write (default: %(default)s).")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--num-bins", type=int, default=15, help="Confidence bins for calibration.")
+    parser.add_argument(
+        "--verbose", type=_verbosity, default="auto",
+        help="auto (default, same as 1), 0 (silent), 1 (progress bar over the model passes) "
+        "or 2 (one line when they are done).",
+    )
     parser.set_defaults(run=run)

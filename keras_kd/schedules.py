@@ -47,10 +47,12 @@ class Schedule:
         raise NotImplementedError
 
     def get_config(self) -> dict:
+        """The constructor arguments, for `keras.saving` (subclasses define it)."""
         raise NotImplementedError
 
     @classmethod
     def from_config(cls, config: dict):
+        """A schedule from the dictionary `get_config` returned."""
         return cls(**config)
 
     def __repr__(self) -> str:

@@ -419,6 +419,11 @@ class FeatureTerm(DistillationTerm):
         return _unique(teacher for _, teacher in self.feature_pairs)
 
     def pair_loss(self, teacher_feature, student_feature, index: int):
+        """The per-example loss of feature pair `index` (subclasses define it).
+
+        `teacher_feature` and `student_feature` are the outputs of the pair's
+        layers for one batch; returns one value per example.
+        """
         raise NotImplementedError
 
     def call(
@@ -470,8 +475,9 @@ class HintLoss(FeatureTerm):
     student, and not part of the student (nor of its export).
 
     Args:
-        student_layer, teacher_layer: Names of one pair of layers whose
-            outputs are matched.
+        student_layer: Name of the student's layer of one pair of layers
+            whose outputs are matched.
+        teacher_layer: Name of the teacher's layer of that pair.
         feature_pairs: Instead, several pairs: `{student_layer:
             teacher_layer}` or a list of `(student_layer, teacher_layer)`.
         adapter: `"auto"` (default) builds an adapter for every pair;
@@ -616,7 +622,8 @@ class AttentionTransfer(FeatureTerm):
     per-position means, as here), so `loss_weight=500.0` reproduces it.
 
     Args:
-        student_layer, teacher_layer: Names of one pair of layers.
+        student_layer: Name of the student's layer of one pair of layers.
+        teacher_layer: Name of the teacher's layer of that pair.
         feature_pairs: Instead, several pairs: `{student_layer:
             teacher_layer}` or a list of `(student_layer, teacher_layer)`.
         p: Exponent of the attention map. Defaults to `2`.

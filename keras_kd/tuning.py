@@ -330,20 +330,23 @@ def tune(
         build_student: A function that returns a new, uncompiled student
             that outputs logits.
         teacher: A trained teacher (or a list of them).
-        x, y: Training inputs and integer class labels (numpy).
+        x: Training inputs (numpy).
+        y: Integer class labels of `x` (numpy).
         validation_data: `(x_val, y_val)`. Or `validation_split`.
         validation_split: Fraction of `x` held out (the last examples).
         test_data: Optional `(x_test, y_test)`, read once at the end to
             report the chosen student's and the best baseline's accuracy.
-        epochs, batch_size: The budget of every trial.
+        epochs: Epochs of every trial.
+        batch_size: Batch size of every trial.
         max_trials: Distillation trials.
         hyperparameters: A `keras_tuner.HyperParameters` defining
             `temperature`, `alpha`, `augmentation` and `learning_rate`
             (`hp.Fixed` holds one fixed). Defaults to `DEFAULT_SPACE`.
         tuner: `"random"`, `"bayesian"` or `"grid"` (the distillation search).
         mixup_alpha: The Beta concentration of the mixup trials.
-        directory, project_name: Where the trials are kept; a search that
-            finds its directory resumes from it (`overwrite=True` restarts).
+        directory: Where the trials are kept; a search that finds its
+            directory resumes from it (`overwrite=True` restarts).
+        project_name: The search's subdirectory of `directory`.
         seed: Seed of the tuner, the students' initial weights and the mixing.
         verbose: 0 silent, 1 or `"auto"` KerasTuner's per-trial progress, 2
             the same plus Keras's per-epoch lines.

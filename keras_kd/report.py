@@ -536,7 +536,7 @@ def report(
     """
     import keras
 
-    from keras_kd.cache import _check_verbose  # one definition of Keras's verbosity
+    from keras_kd.io_utils import check_verbose as _check_verbose
     from keras_kd.distiller import Distiller
 
     verbose = _check_verbose(verbose)

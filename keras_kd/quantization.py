@@ -197,7 +197,7 @@ class QuantizedKernel(layers.Wrapper):
 
     >>> import numpy as np, keras
     >>> layer = QuantizedKernel(keras.layers.Dense(3))
-    >>> layer(np.ones((2, 4), "float32")).shape
+    >>> tuple(layer(np.ones((2, 4), "float32")).shape)
     (2, 3)
     """
 

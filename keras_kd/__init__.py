@@ -24,6 +24,9 @@ from keras_kd.export import ParityReport
 from keras_kd.export import export
 from keras_kd.export import run_tflite
 from keras_kd.losses import DistillationKLDivergence
+from keras_kd.quantization import ActivationQuantizer
+from keras_kd.quantization import QuantizedKernel
+from keras_kd.quantization import quantization_aware
 from keras_kd.losses import distillation_kl_divergence
 from keras_kd.losses import soft_targets_log_probabilities
 from keras_kd.report import DistillationReport
@@ -42,6 +45,7 @@ from keras_kd.tuning import tune
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationQuantizer",
     "AttentionTransfer",
     "CutMix",
     "MixUp",
@@ -58,6 +62,7 @@ __all__ = [
     "INPUTS_KEY",
     "ParityError",
     "ParityReport",
+    "QuantizedKernel",
     "TEACHER_LOGITS_KEY",
     "TeacherCache",
     "TuneResult",
@@ -70,6 +75,7 @@ __all__ = [
     "export",
     "load_teacher_cache",
     "mix_transfer_set",
+    "quantization_aware",
     "read_teacher_cache_header",
     "rebuild_top_k_logits",
     "report",

@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -484,8 +485,110 @@ def _write_saved_model(model, directory: str, input_name, feature_shape, dtype, 
     archive.write_out(directory, verbose=False)
 
 
-def _convert_to_tflite(saved_model_dir: str, quantization, calibration, int8_io: bool) -> bytes:
+def _remedies(quantization, quantization_aware: bool, calibration, parity: "ParityReport",
+              num_calibration_examples: int, held_out: bool) -> str:
+    """What the user can do about a failed parity check, as one message."""
+    lines = ["What you can do:"]
+    if quantization == "int8" and not quantization_aware:
+        used = 0 if calibration is None else len(calibration)
+        lines += [
+            f"  - calibrate on more, or more typical, data: `representative_data` "
+            f"({used} examples used; at most `num_calibration_examples`="
+            f"{num_calibration_examples}), drawn from the training distribution;",
+            "  - train the student quantization-aware: `qat = keras_kd.quantization_aware("
+            "student, calibration_data=x_train[:1000])`, distil `qat` a few epochs at a "
+            "low learning rate, then export it (no calibration data needed);",
+            "  - export with quantization='dynamic' (int8 weights, float activations) "
+            "or 'float16' instead;",
+        ]
+    elif quantization == "int8":
+        lines += [
+            "  - distil the quantization-aware student longer (its ranges and weights "
+            "adapt to int8 as it trains), or from a better float student;",
+            "  - export with quantization='dynamic' or 'float16' instead;",
+        ]
+    elif quantization == "dynamic":
+        lines += [
+            "  - full-integer quantization with a quantization-aware student: "
+            "`keras_kd.quantization_aware(student)`, distilled a few epochs, exported "
+            "with quantization='int8';",
+            "  - export with quantization='float16' (or None) instead;",
+        ]
+    elif quantization == "float16":
+        lines += ["  - export in float32 (quantization=None) instead;"]
+    if not held_out and parity.criterion == "top1_agreement":
+        lines.append("  - check on held-out data (`verification_data=(x_test, y_test)`), "
+                     "not only the calibration inputs;")
+    if parity.criterion == "top1_agreement":
+        lines.append(
+            f"  - or accept the result knowingly: `min_top1_agreement="
+            f"{max(0.0, np.floor(100 * parity.top1_agreement) / 100):.2f}` "
+            f"(received min_top1_agreement={parity.bound:g}).")
+    else:
+        lines.append(
+            f"  - or accept the result knowingly: `max_abs_diff={parity.max_abs_diff:.2g}` "
+            f"(the bound was {parity.bound:g}).")
+    return "\n".join(lines)
+
+
+#: LiteRT ops that compute (as opposed to move or convert) values: in a full
+#: integer model none of them may run on float32 tensors.
+_COMPUTE_OPS = frozenset({
+    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "ADD", "MUL",
+    "SUB", "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "RELU", "RELU6", "LEAKY_RELU",
+    "TANH", "LOGISTIC", "SOFTMAX", "CONCATENATION", "RESHAPE", "TRANSPOSE_CONV",
+})
+
+
+def float_ops(flatbuffer: bytes) -> list:
+    """Names of the compute ops of a LiteRT model that take float32 inputs
+    (empty for a fully int8 model)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(flatbuffer))
+    dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in _COMPUTE_OPS and any(
+                dtypes.get(index) == np.float32 for index in op["inputs"] if index >= 0):
+            found.append(op["op_name"])
+    return found
+
+
+def _convert_to_tflite(saved_model_dir: str, quantization, calibration, int8_io: bool,
+                       quantization_aware: bool = False) -> bytes:
     import tensorflow as tf
+
+    if quantization == "int8" and quantization_aware:
+        # The fake-quant ops in the graph carry every range: the converter's
+        # quantization-aware path needs no representative dataset (and
+        # TFLITE_BUILTINS_INT8 would demand one), so int8-ness is checked on
+        # the result instead.
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved_model_dir, signature_keys=[SIGNATURE_NAME]
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        try:
+            with warnings.catch_warnings():
+                # "Statistics for quantized inputs were expected": they are in the graph.
+                warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+                flatbuffer = converter.convert()
+        except Exception as error:
+            raise RuntimeError(
+                f"The LiteRT converter failed on the quantization-aware model: {error}"
+            ) from error
+        still_float = float_ops(flatbuffer)
+        if still_float:
+            raise RuntimeError(
+                "The quantization-aware model did not convert to a full-integer model: "
+                f"these ops still run in float32: {sorted(set(still_float))}. A tensor "
+                "feeding them has no fake-quantization range."
+            )
+        return flatbuffer
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=[SIGNATURE_NAME]
@@ -679,7 +782,12 @@ def export(
     - `"dynamic"` and `"int8"`: the top-1 class agrees with the float Keras
       model on at least 99% of the examples.
 
-    A short report is printed; a broken bound raises `ParityError`. The
+    For a quantization-aware student (`keras_kd.quantization_aware`), the
+    reference is that fake-quantized Keras model.
+
+    A short report is printed; a broken bound raises `ParityError`, whose
+    message lists the remedies (more calibration data, `"dynamic"`,
+    `quantization_aware`, or loosening `min_top1_agreement`/`max_abs_diff`). The
     artifact is written under a unique temporary name in the target directory
     and renamed to `path` (a SavedModel directory is swapped in atomically
     where the system allows) only once it passed, so a failed export leaves
@@ -702,11 +810,15 @@ def export(
             `"tflite"` when `path` ends in `.tflite`, else `"saved_model"`.
         quantization: TFLite only. `None` (float32), `"float16"` (weights),
             `"dynamic"` (int8 weights, float activations) or `"int8"` (full
-            integer; needs `representative_data`).
+            integer; needs `representative_data`, except for a student made
+            with `keras_kd.quantization_aware`, which is converted with the
+            ranges it learned and checked to be int8 throughout).
         representative_data: Calibration inputs for `"int8"`: a numpy array
             `(n, ...)`, an `(x, y)` tuple or a `tf.data.Dataset` of inputs or
             `(x, y)` pairs, batched or not, shaped and typed like the model's
-            input. The first `num_calibration_examples` are used.
+            input. The first `num_calibration_examples` are used. A
+            quantization-aware student accepts it but does not need it (it
+            then only serves as verification data when none is given).
         int8_io: With `"int8"`, make the input and output tensors int8 too
             (for integer-only accelerators). The caller quantizes inputs with
             the input tensor's scale and zero point (see `quantize_input`).
@@ -715,7 +827,9 @@ def export(
         verification_data: Held-out inputs (same forms as
             `representative_data`); with labels, accuracies are reported too.
             Defaults to `representative_data`; for float exports without any
-            data, 64 random inputs in [0, 1] are used. `"dynamic"` needs it.
+            data, 64 random inputs in [0, 1] are used, with a `UserWarning`
+            (they are no test of a model expecting other inputs). `"dynamic"`
+            needs it.
         num_calibration_examples: At most this many calibration examples.
         max_abs_diff: Override the bound for float32/float16 exports.
         min_top1_agreement: Bound for `"dynamic"` and `"int8"` exports.
@@ -755,11 +869,25 @@ def export(
             "`int8_io=True` needs full-integer quantization. Received: "
             f"int8_io=True, quantization={quantization!r}; use quantization='int8'."
         )
-    if quantization == "int8" and representative_data is None:
+    from keras_kd.quantization import is_quantization_aware
+    from keras_kd.quantization import uncalibrated_quantizers
+
+    quantization_aware = is_quantization_aware(model)
+    if quantization == "int8" and representative_data is None and not quantization_aware:
         raise ValueError(
             "quantization='int8' needs `representative_data`: a few hundred "
-            "typical inputs to calibrate the activation ranges."
+            "typical inputs to calibrate the activation ranges (or a student "
+            "made with `keras_kd.quantization_aware`, which learned them)."
         )
+    if quantization == "int8" and quantization_aware:
+        unset = uncalibrated_quantizers(model)
+        if unset:
+            raise ValueError(
+                f"The quantization-aware model {model.name!r} has activation ranges "
+                f"that were never set ({len(unset)}: {unset[:3]}{'...' if len(unset) > 3 else ''}): "
+                "it was neither calibrated nor trained. Pass `calibration_data` to "
+                "`keras_kd.quantization_aware`, or train it for at least one step."
+            )
     if representative_data is not None and quantization != "int8":
         raise ValueError(
             "`representative_data` is only used by quantization='int8'. "
@@ -803,7 +931,14 @@ def export(
                 )
             rng = np.random.default_rng(0)
             x_check = rng.uniform(0.0, 1.0, (64, *feature_shape)).astype(dtype)
-            source = "random inputs in [0, 1]"
+            source = "random inputs in [0, 1], NOT real data"
+            warnings.warn(
+                f"export: no `verification_data` given, so the {format} file of "
+                f"{model.name!r} was only checked on 64 random inputs in [0, 1]. That is "
+                "no test of a model that expects other inputs (standardized features, "
+                "token ids, ...). Pass held-out inputs as `verification_data`.",
+                UserWarning, stacklevel=2,
+            )
         else:
             raise ValueError(
                 f"quantization={quantization!r} is verified by top-1 agreement, "
@@ -835,7 +970,8 @@ def export(
             if format == "saved_model":
                 shutil.copytree(saved_model_dir, temporary)
             else:
-                flatbuffer = _convert_to_tflite(saved_model_dir, quantization, calibration, int8_io)
+                flatbuffer = _convert_to_tflite(saved_model_dir, quantization, calibration, int8_io,
+                                                quantization_aware=quantization_aware)
                 # os.open, not mkstemp: the file gets the umask's permissions.
                 handle = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
                 with os.fdopen(handle, "wb") as file:
@@ -867,7 +1003,9 @@ def export(
             raise ParityError(
                 f"The exported {format} model (quantization={quantization!r}) "
                 f"does not match the Keras model, so '{path}' was not written.\n"
-                f"{parity}",
+                f"{parity}\n"
+                + _remedies(quantization, quantization_aware, calibration, parity,
+                            num_calibration_examples, verification_data is not None),
                 report=parity,
             )
         # Again: the conversion took a while, and what is at `path` may have

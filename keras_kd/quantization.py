@@ -1,0 +1,580 @@
+"""Quantization-aware students: fake-quantized int8 training for Keras 3.
+
+`quantization_aware(model)` returns a copy of a Functional or Sequential
+student in which
+
+- every Dense/Conv1D/Conv2D kernel is fake-quantized per output channel,
+  symmetrically to int8 (`[-127, 127]`, zero point 0), as the LiteRT (TFLite)
+  converter quantizes conv and fully-connected kernels;
+- the model input and every new activation tensor (the output of a
+  Dense/Conv layer, of an activation layer, of an unfolded
+  BatchNormalization and of a global average pooling) go through an
+  `ActivationQuantizer`: asymmetric 8-bit fake quantization over a range
+  tracked as a moving average of the batch min/max while training.
+
+Both use Keras's public `keras.quantizers.fake_quant_with_min_max_vars`, which
+on the TensorFlow backend emits `tf.quantization.fake_quant_with_min_max_vars`
+(`..._per_channel` for kernels). Its gradient is the straight-through
+estimator: the upstream gradient passes unchanged for inputs inside the range
+and is zero outside it. Kernel ranges are the kernel's own per-channel
+max |w| (under `stop_gradient`), so every weight is inside its range and gets
+the plain straight-through gradient. Activation ranges are non-trainable
+moving averages, so no gradient reaches them.
+
+Trained in a `keras_kd.Distiller` (a short fine-tune of a distilled float
+student), the copy learns weights that survive int8, and
+`keras_kd.export(model, "s.tflite", quantization="int8")` converts it with
+the ranges it learned: the fake-quant ops in the graph give the converter
+every scale, so no calibration data is needed.
+
+BatchNormalization directly after a Dense/Conv layer without activation (and
+only consumed by it) is *folded* into that layer's kernel and bias: LiteRT
+folds it at conversion anyway, and only the folded kernel is the one that
+gets quantized, so fake-quantizing it is what makes the Keras model compute
+what the int8 file will. Folding freezes the batch statistics, as QAT
+fine-tunes usually do. A BatchNormalization anywhere else stays a float
+layer with its output fake-quantized (LiteRT runs it as an int8 mul/add).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import keras
+import numpy as np
+from keras import layers
+from keras import ops
+
+__all__ = ["ActivationQuantizer", "QuantizedKernel", "quantization_aware", "SUPPORTED_LAYERS"]
+
+#: Activations the quantization-aware layers accept (fused or as a layer).
+SUPPORTED_ACTIVATIONS = ("linear", "relu", "relu6", "leaky_relu")
+
+
+# Layers copied as they are: they do not create new values (pooling by max,
+# reshaping) or are the identity at inference (dropout). LiteRT gives their
+# outputs the scale of their inputs.
+_PASSTHROUGH = (
+    layers.InputLayer, layers.Flatten, layers.Reshape, layers.Dropout,
+    layers.SpatialDropout1D, layers.SpatialDropout2D,
+    layers.MaxPooling1D, layers.MaxPooling2D, layers.AveragePooling1D,
+    layers.AveragePooling2D, layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D,
+)
+# Layers whose output gets its own range.
+_NEW_RANGE = (
+    layers.ReLU, layers.LeakyReLU, layers.Activation, layers.BatchNormalization,
+    layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D,
+)
+_KERNEL = (layers.Dense, layers.Conv1D, layers.Conv2D)
+_FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+
+#: Names of the layer types `quantization_aware` accepts.
+SUPPORTED_LAYERS = tuple(
+    sorted({cls.__name__ for cls in _KERNEL + _NEW_RANGE + _PASSTHROUGH})
+)
+
+
+def _check_positive_fraction(value, argument: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"`{argument}` must be a number in [0, 1). Received: {argument}={value!r}."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class ActivationQuantizer(layers.Layer):
+    """Fake-quantizes a tensor to 8 bits over a moving-average range.
+
+    In training (`training=True`) the range `[min, max]` (always containing
+    0, as LiteRT requires) is updated first, as
+    `momentum * range + (1 - momentum) * batch range` (the first batch sets
+    it), then the input is fake-quantized over it with
+    `keras.quantizers.fake_quant_with_min_max_vars` (asymmetric, 256 levels,
+    the int8 scale and zero point of the converted tensor). At inference the
+    stored range is used as it is. With `fixed_range=(lo, hi)` the range
+    never moves.
+
+    Args:
+        momentum: Weight of the old range in the moving average, in [0, 1).
+        fixed_range: `(min, max)` to use instead of a learned range, or None.
+        num_bits: Bit width. Defaults to 8.
+
+    Example:
+
+    >>> import numpy as np
+    >>> quantizer = ActivationQuantizer()
+    >>> _ = quantizer(np.linspace(-1, 1, 8, dtype="float32")[None], training=True)
+    >>> [round(float(v), 3) for v in (quantizer.range_min, quantizer.range_max)]
+    [-1.0, 1.0]
+    """
+
+    def __init__(self, momentum: float = 0.99, fixed_range: Optional[tuple] = None,
+                 num_bits: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        _check_positive_fraction(momentum, "momentum")
+        if fixed_range is not None:
+            fixed_range = tuple(float(v) for v in fixed_range)
+            if len(fixed_range) != 2 or not fixed_range[0] <= 0.0 <= fixed_range[1] or (
+                    fixed_range[0] == fixed_range[1]):
+                raise ValueError(
+                    "`fixed_range` must be `(min, max)` with min <= 0 <= max and "
+                    f"min < max. Received: fixed_range={fixed_range!r}."
+                )
+        if not isinstance(num_bits, int) or not 2 <= num_bits <= 16:
+            raise ValueError(
+                f"`num_bits` must be an integer in [2, 16]. Received: num_bits={num_bits!r}."
+            )
+        self.momentum = float(momentum)
+        self.fixed_range = fixed_range
+        self.num_bits = num_bits
+        # Set by `calibrate()`: eager calls then widen the range to the
+        # running min/max of what they see.
+        self._calibrating = False
+
+    def build(self, input_shape=None) -> None:
+        low, high = self.fixed_range or (0.0, 0.0)
+        self.range_min = self.add_weight(
+            name="range_min", shape=(), initializer=keras.initializers.Constant(low),
+            trainable=False, aggregation="mean",
+        )
+        self.range_max = self.add_weight(
+            name="range_max", shape=(), initializer=keras.initializers.Constant(high),
+            trainable=False, aggregation="mean",
+        )
+        self.initialized = self.add_weight(
+            name="initialized", shape=(),
+            initializer=keras.initializers.Constant(1.0 if self.fixed_range else 0.0),
+            trainable=False, aggregation="only_first_replica",
+        )
+        self.built = True
+
+    def call(self, inputs, training=None):
+        inputs = ops.convert_to_tensor(inputs)
+        if self.fixed_range is None and (training or self._calibrating):
+            x = ops.stop_gradient(ops.cast(inputs, "float32"))
+            batch_min = ops.minimum(ops.min(x), 0.0)
+            batch_max = ops.maximum(ops.max(x), 0.0)
+            seen = ops.greater(self.initialized, 0.5)
+            if self._calibrating:
+                new_min = ops.minimum(self.range_min, batch_min)
+                new_max = ops.maximum(self.range_max, batch_max)
+            else:
+                m = self.momentum
+                new_min = m * self.range_min + (1.0 - m) * batch_min
+                new_max = m * self.range_max + (1.0 - m) * batch_max
+            self.range_min.assign(ops.where(seen, new_min, batch_min))
+            self.range_max.assign(ops.where(seen, new_max, batch_max))
+            self.initialized.assign(ops.ones_like(self.initialized))
+        return keras.quantizers.fake_quant_with_min_max_vars(
+            inputs, self.range_min, self.range_max, num_bits=self.num_bits,
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(momentum=self.momentum, fixed_range=self.fixed_range,
+                      num_bits=self.num_bits)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class QuantizedKernel(layers.Wrapper):
+    """A Dense, Conv1D or Conv2D layer whose kernel is fake-quantized to int8.
+
+    Per output channel and symmetric: channel `c` is quantized over
+    `[-m_c, m_c]` with `m_c = max |kernel[..., c]|` and 255 levels
+    (`narrow_range=True`, integers -127..127, zero point 0), as LiteRT
+    quantizes conv and fully-connected kernels. The bias stays float (the
+    converter makes it int32 with scale input_scale * kernel_scale). The
+    wrapped layer keeps its weights; gradients reach them straight through.
+
+    Args:
+        layer: A built or unbuilt `Dense`, `Conv1D` or `Conv2D` layer.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> layer = QuantizedKernel(keras.layers.Dense(3))
+    >>> tuple(layer(np.ones((2, 4), "float32")).shape)
+    (2, 3)
+    """
+
+    def __init__(self, layer: layers.Layer, **kwargs):
+        if not isinstance(layer, _KERNEL):
+            raise ValueError(
+                "`QuantizedKernel` wraps a Dense, Conv1D or Conv2D layer. Received: "
+                f"layer={layer!r} of type {type(layer).__name__}."
+            )
+        momentum = kwargs.pop("momentum", 0.99)
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        self.momentum = momentum
+        # LiteRT fuses only ReLU/ReLU6 into a conv or fully-connected op; any
+        # other activation is an op of its own whose int8 input needs a range.
+        activation = _activation_name(layer.activation)
+        self.pre_activation = None
+        if activation not in _FUSED_ACTIVATIONS:
+            self.pre_activation = ActivationQuantizer(
+                momentum=momentum, name=f"{layer.name}_pre_activation_quant")
+
+    def build(self, input_shape=None) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        if self.pre_activation is not None and not self.pre_activation.built:
+            self.pre_activation.build(self.layer.compute_output_shape(input_shape))
+        self.built = True
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["momentum"] = self.momentum
+        return config
+
+    def quantized_kernel(self, kernel=None):
+        """The kernel (or `kernel`) as the int8 file will hold it, dequantized."""
+        kernel = ops.convert_to_tensor(self.layer.kernel if kernel is None else kernel)
+        per_channel = not isinstance(self.layer, layers.Dense)
+        reduce_axes = tuple(range(len(kernel.shape) - 1)) if per_channel else None
+        bound = ops.stop_gradient(ops.max(ops.abs(kernel), axis=reduce_axes))
+        bound = ops.maximum(bound, 1e-8)  # an all-zero kernel: a valid range
+        return keras.quantizers.fake_quant_with_min_max_vars(
+            kernel, -bound, bound, num_bits=8, narrow_range=True,
+            axis=-1 if per_channel else None,
+        )
+
+    def call(self, inputs, training=None):
+        layer = self.layer
+        if isinstance(layer, layers.Dense):
+            outputs = ops.matmul(inputs, self.quantized_kernel())
+        elif isinstance(layer, layers.Conv1D):
+            outputs = self._conv1d(inputs)
+        else:
+            outputs = ops.conv(inputs, self.quantized_kernel(), strides=list(layer.strides),
+                               padding=layer.padding, dilation_rate=layer.dilation_rate,
+                               data_format=layer.data_format)
+        if layer.use_bias:
+            bias = layer.bias
+            if not isinstance(layer, layers.Dense) and layer.data_format == "channels_first":
+                bias = ops.reshape(bias, (1, -1) + (1,) * (len(outputs.shape) - 2))
+            outputs = ops.add(outputs, bias)
+        if self.pre_activation is not None:
+            outputs = self.pre_activation(outputs, training=training)
+        if layer.activation is not None:
+            outputs = layer.activation(outputs)
+        return outputs
+
+    def _conv1d(self, inputs):
+        """A Conv1D as the 2D convolution LiteRT runs, with the kernel made 2D
+        before it is quantized: the converter cannot reshape a per-channel
+        quantized kernel (its quantized axis would move)."""
+        layer = self.layer
+        padding = layer.padding
+        if padding == "causal":
+            inputs = ops.pad(inputs, layer._compute_causal_padding())
+            padding = "valid"
+        spatial_axis = 1 if layer.data_format == "channels_last" else 2
+        outputs = ops.conv(
+            ops.expand_dims(inputs, spatial_axis),
+            self.quantized_kernel(ops.expand_dims(layer.kernel, 0)),
+            strides=[1, layer.strides[0]], padding=padding,
+            dilation_rate=[1, layer.dilation_rate[0]], data_format=layer.data_format,
+        )
+        return ops.squeeze(outputs, spatial_axis)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+
+# ------------------------------------------------------------------ building
+
+
+def _activation_name(activation) -> str:
+    name = keras.activations.serialize(activation)
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name"))
+    return str(name)
+
+
+def _unsupported(layer, why: str = "") -> ValueError:
+    return ValueError(
+        f"`quantization_aware` does not support layer {layer.name!r} of type "
+        f"{type(layer).__name__}{why}. Supported layers: {', '.join(SUPPORTED_LAYERS)} "
+        f"(activations: {', '.join(SUPPORTED_ACTIVATIONS)}). Replace the layer, or "
+        "export the float student with quantization='dynamic'."
+    )
+
+
+def _output_activation(layer) -> Optional[str]:
+    """The activation applied last by `layer`, checked; None if it has none."""
+    if isinstance(layer, layers.ReLU):
+        if float(layer.threshold) != 0.0:
+            raise _unsupported(layer, f" with threshold={layer.threshold}")
+        if float(layer.negative_slope) != 0.0:
+            return "leaky_relu"
+        if layer.max_value is None:
+            return "relu"
+        if float(layer.max_value) == 6.0:
+            return "relu6"
+        raise _unsupported(layer, f" with max_value={layer.max_value}")
+    if isinstance(layer, layers.LeakyReLU):
+        return "leaky_relu"
+    if isinstance(layer, (layers.Activation, *_KERNEL)):
+        name = _activation_name(layer.activation)
+        if name not in SUPPORTED_ACTIVATIONS:
+            raise _unsupported(layer, f" with activation={name!r}")
+        return name
+    return None
+
+
+def _check_layer(layer) -> None:
+    if isinstance(layer, keras.Model):
+        raise _unsupported(layer, " (a nested model: build the student from its layers)")
+    if not isinstance(layer, _KERNEL + _NEW_RANGE + _PASSTHROUGH):
+        raise _unsupported(layer)
+    if isinstance(layer, _KERNEL):
+        if getattr(layer, "quantization_mode", None):
+            raise _unsupported(layer, f" already quantized ({layer.quantization_mode!r})")
+        if getattr(layer, "lora_enabled", False):
+            raise _unsupported(layer, " with LoRA enabled")
+        if isinstance(layer, (layers.Conv1D, layers.Conv2D)) and getattr(layer, "groups", 1) != 1:
+            raise _unsupported(layer, f" with groups={layer.groups}")
+    _output_activation(layer)
+
+
+def _producer(tensor):
+    return tensor._keras_history.operation
+
+
+def _foldable_batch_norms(model: keras.Model) -> Dict[int, Any]:
+    """`{id(batch_norm): kernel_layer}` for BatchNormalization layers that can
+    be folded into the Dense/Conv layer feeding them."""
+    consumers: Dict[int, int] = {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for tensor in node.input_tensors:
+                consumers[id(tensor)] = consumers.get(id(tensor), 0) + 1
+    output_ids = {id(t) for t in model.outputs}
+    folds = {}
+    for layer in model.layers:
+        if not isinstance(layer, layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+            continue
+        (tensor,) = layer._inbound_nodes[0].input_tensors
+        source = _producer(tensor)
+        if not isinstance(source, _KERNEL) or len(source._inbound_nodes) != 1:
+            continue
+        if _activation_name(source.activation) != "linear":
+            continue
+        if consumers.get(id(tensor), 0) != 1 or id(tensor) in output_ids:
+            continue
+        channel_axis = len(tensor.shape) - 1
+        if getattr(source, "data_format", "channels_last") == "channels_first":
+            channel_axis = 1
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        axes = [axis % len(tensor.shape) for axis in axes]
+        if axes != [channel_axis] or channel_axis != len(tensor.shape) - 1:
+            continue
+        folds[id(layer)] = source
+    return folds
+
+
+def _folded_weights(kernel_layer, batch_norm) -> List[np.ndarray]:
+    """Kernel and bias of `kernel_layer` with `batch_norm` folded in."""
+    kernel = ops.convert_to_numpy(kernel_layer.kernel).astype(np.float64)
+    channels = kernel.shape[-1]
+    bias = (ops.convert_to_numpy(kernel_layer.bias).astype(np.float64)
+            if kernel_layer.use_bias else np.zeros(channels))
+    gamma = (ops.convert_to_numpy(batch_norm.gamma).astype(np.float64)
+             if batch_norm.scale else np.ones(channels))
+    beta = (ops.convert_to_numpy(batch_norm.beta).astype(np.float64)
+            if batch_norm.center else np.zeros(channels))
+    mean = ops.convert_to_numpy(batch_norm.moving_mean).astype(np.float64)
+    variance = ops.convert_to_numpy(batch_norm.moving_variance).astype(np.float64)
+    factor = gamma / np.sqrt(variance + batch_norm.epsilon)
+    return [(kernel * factor).astype("float32"), (beta + (bias - mean) * factor).astype("float32")]
+
+
+def calibrate(model: keras.Model, data: Any, batch_size: int = 128) -> None:
+    """Sets every learned activation range of `model` to the min/max it sees on
+    `data` (inputs: a numpy array or a `tf.data.Dataset` of batches), running
+    the model at inference. Ranges already set are widened, never narrowed.
+    """
+    quantizers = [layer for layer in model.layers if isinstance(layer, ActivationQuantizer)]
+    for quantizer in quantizers:
+        quantizer._calibrating = True
+    try:
+        import tensorflow as tf
+
+        if isinstance(data, tf.data.Dataset):
+            batches = (b[0] if isinstance(b, tuple) else b for b in data)
+        else:
+            x = np.asarray(data[0] if isinstance(data, tuple) else data)
+            batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+        for batch in batches:
+            model(batch, training=False)
+    finally:
+        for quantizer in quantizers:
+            quantizer._calibrating = False
+
+
+def quantization_aware(
+    model: keras.Model,
+    calibration_data: Any = None,
+    momentum: float = 0.99,
+    name: Optional[str] = None,
+) -> keras.Model:
+    """A copy of `model` that trains with int8 quantization in the loop.
+
+    The copy has the same inputs, outputs and weights (with BatchNormalization
+    folded where it follows a Dense/Conv layer; see the module docstring);
+    Dense/Conv1D/Conv2D layers become `QuantizedKernel` wrappers of the same
+    name (per-channel symmetric int8 kernels), and an `ActivationQuantizer`
+    (named `<layer>_quant`) follows the input and every layer that makes a new
+    activation range. A `Sequential` model comes back as a functional `Model`
+    with the same layers. `model` itself is left as it was.
+
+    The recipe: distil a float student as usual, then
+    `qat = quantization_aware(student, calibration_data=x_train[:1000])`,
+    distil `qat` for a few epochs at a low learning rate (e.g. 1e-4 with
+    Adam) from the same float teacher, and export it with
+    `keras_kd.export(qat, "s.tflite", quantization="int8")`.
+
+    Args:
+        model: A built Functional or Sequential Keras model that outputs logits.
+        calibration_data: Optional inputs (a numpy array, an `(x, y)` tuple
+            or a `tf.data.Dataset` of batches) to set the activation ranges
+            from before training; without it, the first training batch sets
+            them.
+        momentum: Of the activation ranges' moving averages, in [0, 1).
+            Defaults to 0.99.
+        name: Name of the copy. Defaults to `model.name`.
+
+    Returns:
+        The quantization-aware copy, a functional `keras.Model`.
+
+    Raises:
+        ValueError: For a layer it does not support (named, with its type
+            and the supported list), or a model that is not functional.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_kd import models
+    >>> student = models.mlp((16,))
+    >>> x = np.random.default_rng(0).uniform(size=(64, 28, 28, 1)).astype("float32")
+    >>> qat = quantization_aware(student, calibration_data=x)
+    >>> [type(layer).__name__ for layer in qat.layers][:4]
+    ['InputLayer', 'ActivationQuantizer', 'Flatten', 'QuantizedKernel']
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model` must be a `keras.Model`. Received: "
+            f"model={model!r} of type {type(model).__name__}."
+        )
+    _check_positive_fraction(momentum, "momentum")
+    if isinstance(model, keras.Sequential):
+        if not model.built or not getattr(model, "_functional", None):
+            raise ValueError(
+                f"`model` ({model.name!r}) is a Sequential model without a known input "
+                "shape. Start it with `keras.Input(shape)` (or call `model.build(shape)`)."
+            )
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
+    elif not getattr(model, "_is_graph_network", False) and not hasattr(model, "_nodes_by_depth"):
+        raise ValueError(
+            "`quantization_aware` rebuilds a model from its layer graph, so it needs a "
+            f"Functional or Sequential model. Received: model {model.name!r} of type "
+            f"{type(model).__name__} (subclassed). Rebuild it with `keras.Input`."
+        )
+    if len(model.inputs) != 1:
+        raise ValueError(
+            "`quantization_aware` supports models with a single input tensor. Received: "
+            f"model {model.name!r} with {len(model.inputs)} inputs."
+        )
+    for layer in model.layers:
+        _check_layer(layer)
+    (original_input,) = model.inputs
+    if not np.issubdtype(np.dtype(keras.backend.standardize_dtype(original_input.dtype)), np.floating):
+        raise ValueError(
+            "`quantization_aware` needs a float model input (int8 quantizes it). Received: "
+            f"input {original_input.name!r} of dtype {original_input.dtype}."
+        )
+    folds = _foldable_batch_norms(model)
+    folded_into = {id(kernel_layer): bn for bn_id, kernel_layer in folds.items()
+                   for bn in model.layers if id(bn) == bn_id}
+
+    mapped: Dict[int, Any] = {}  # id(original tensor) -> new tensor
+    new_input = keras.Input(
+        batch_shape=tuple(original_input.shape), dtype=original_input.dtype,
+        name=_producer(original_input).name,
+    )
+    mapped[id(original_input)] = ActivationQuantizer(
+        momentum=momentum, name=f"{new_input.name}_quant")(new_input)
+
+    def quantizer_for(layer):
+        return ActivationQuantizer(momentum=momentum, name=f"{layer.name}_quant")
+
+    def tensor_for(tensor):
+        key = id(tensor)
+        if key in mapped:
+            return mapped[key]
+        layer, node_index, tensor_index = tensor._keras_history
+        node = layer._inbound_nodes[node_index]
+        if id(layer) in folds:  # a folded BatchNormalization: the identity
+            (source,) = node.input_tensors
+            mapped[key] = tensor_for(source)
+            return mapped[key]
+        args, kwargs = node.arguments.args, node.arguments.kwargs
+        new_args = keras.tree.map_structure(
+            lambda t: tensor_for(t) if isinstance(t, keras.KerasTensor) else t, args)
+        new_kwargs = keras.tree.map_structure(
+            lambda t: tensor_for(t) if isinstance(t, keras.KerasTensor) else t, kwargs)
+        new_layer = new_layers.get(id(layer))
+        if new_layer is None:
+            new_layer = new_layers[id(layer)] = _copy_layer(layer)
+        outputs = new_layer(*new_args, **new_kwargs)
+        if isinstance(layer, _KERNEL + _NEW_RANGE):
+            outputs = quantizer_for(layer)(outputs)
+        for original, new in zip(keras.tree.flatten(node.output_tensors), keras.tree.flatten(outputs)):
+            mapped[id(original)] = new
+        return mapped[key]
+
+    def _copy_layer(layer):
+        config = layer.get_config()
+        if isinstance(layer, _KERNEL):
+            batch_norm = folded_into.get(id(layer))
+            if batch_norm is not None:
+                config["use_bias"] = True
+            inner = type(layer).from_config(config)
+            wrapper = QuantizedKernel(inner, name=layer.name)
+            build_shape = tuple(layer._inbound_nodes[0].input_tensors[0].shape)
+            wrapper.build(build_shape)
+            weights = (_folded_weights(layer, batch_norm) if batch_norm is not None
+                       else layer.get_weights())
+            inner.set_weights(weights)
+            return wrapper
+        copy = type(layer).from_config(config)
+        if layer.weights:
+            copy.build(tuple(layer._inbound_nodes[0].input_tensors[0].shape))
+            copy.set_weights(layer.get_weights())
+        return copy
+
+    new_layers: Dict[int, Any] = {}
+    outputs = [tensor_for(t) for t in model.outputs]
+    result = keras.Model(new_input, outputs[0] if len(outputs) == 1 else outputs,
+                         name=name or model.name)
+    if calibration_data is not None:
+        calibrate(result, calibration_data)
+    return result
+
+
+def is_quantization_aware(model: keras.Model) -> bool:
+    """Whether `model` holds fake-quantization layers from `quantization_aware`."""
+    return any(isinstance(layer, (ActivationQuantizer, QuantizedKernel))
+               for layer in getattr(model, "layers", ()))
+
+
+def uncalibrated_quantizers(model: keras.Model) -> List[str]:
+    """Names of the `ActivationQuantizer`s of `model` whose range was never set."""
+    return [layer.name for layer in model.layers
+            if isinstance(layer, ActivationQuantizer)
+            and float(ops.convert_to_numpy(layer.initialized)) < 0.5]

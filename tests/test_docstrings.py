@@ -25,6 +25,7 @@ MODULES = [
     "keras_kd.augment",
     "keras_kd.tuning",
     "keras_kd.io_utils",
+    "keras_kd.quantization",
 ]
 
 

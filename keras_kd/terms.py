@@ -202,7 +202,7 @@ class HintonKD(_UserLossMixin, _TemperedTerm):
 
     Args:
         temperature: Softmax temperature `T > 0`, held in a variable so it can
-            be scheduled. Defaults to `4.0`.
+            be scheduled. Defaults to `1.0`, as `Distiller.compile`.
         loss_fn: `None` (default) computes the KL divergence from logits in
             float32. Otherwise a loss on probabilities, called as
             `loss_fn(softmax(t / T), softmax(s / T)) * T**2` like the keras.io
@@ -223,7 +223,7 @@ class HintonKD(_UserLossMixin, _TemperedTerm):
 
     def __init__(
         self,
-        temperature: float = 4.0,
+        temperature: float = 1.0,
         loss_fn=None,
         teacher_weights: Optional[Sequence[float]] = None,
         teacher_reduction: str = "mean_probabilities",

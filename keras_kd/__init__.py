@@ -23,6 +23,9 @@ from keras_kd.export import ParityError
 from keras_kd.export import ParityReport
 from keras_kd.export import export
 from keras_kd.export import run_tflite
+from keras_kd.keras_distillation import KerasDistillationLoss
+from keras_kd.keras_distillation import KerasFeatureDistillation
+from keras_kd.keras_distillation import KerasLogitsDistillation
 from keras_kd.losses import DistillationKLDivergence
 from keras_kd.quantization import ActivationQuantizer
 from keras_kd.quantization import QuantizedKernel
@@ -59,6 +62,9 @@ __all__ = [
     "HardLabelLoss",
     "HintLoss",
     "HintonKD",
+    "KerasDistillationLoss",
+    "KerasFeatureDistillation",
+    "KerasLogitsDistillation",
     "INPUTS_KEY",
     "ParityError",
     "ParityReport",

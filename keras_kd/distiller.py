@@ -16,6 +16,7 @@ from keras.src.utils import tracking
 from keras_kd import augment as augment_lib
 from keras_kd import checks
 from keras_kd import features as features_lib
+from keras_kd import keras_distillation as keras_distillation_lib
 from keras_kd import losses
 from keras_kd import terms as terms_lib
 
@@ -29,6 +30,11 @@ running the teacher (see `keras_kd.cache_teacher_outputs`).
 INPUTS_KEY = "inputs"
 """Key of the student's inputs in a batch that carries teacher logits
 (`TEACHER_LOGITS_KEY`)."""
+
+# `compile()`'s defaults, chosen on validation splits of four tasks by
+# `benchmarks/defaults.py` (see `benchmarks/results/defaults.md`).
+DEFAULT_ALPHA = 0.5
+DEFAULT_TEMPERATURE = 1.0
 
 UNLABELED = -1
 """Sparse label that marks an unlabeled example (scikit-learn's convention).
@@ -301,6 +307,104 @@ def _xla_unsupported(strategy) -> bool:
     return len(cpus) > 1
 
 
+#: Positional order of `keras.distillation.Distiller`, used when the third
+#: positional argument is a `DistillationLoss` (or a list of them) or
+#: `distillation_losses=` is given.
+KERAS_POSITIONAL_ORDER = (
+    "teacher", "student", "distillation_losses", "distillation_loss_weights",
+    "student_loss_weight", "name",
+)
+#: keras_kd's own positional order.
+KERAS_KD_POSITIONAL_ORDER = (
+    "student", "teacher", "teacher_weights", "teacher_outputs", "augmentation", "name",
+)
+
+#: A positional call is refused as swapped when the model in the student's
+#: place has at least this many times the parameters of the one in the
+#: teacher's place, and at least `SWAP_PARAMETER_GAP` more: tiny models
+#: (tests, toy examples) and near-equal pairs are never refused.
+SWAP_PARAMETER_RATIO = 2.0
+SWAP_PARAMETER_GAP = 10_000
+
+_UNSET = object()
+
+
+def _resolve_positional(args: tuple, given: dict) -> tuple:
+    """Maps positional arguments to names; returns `(values, order)`.
+
+    `given` holds the keyword arguments (`_UNSET` when not passed). The order
+    is keras.distillation's when `distillation_losses` is given or the third
+    positional argument is a `DistillationLoss`, keras_kd's otherwise.
+    """
+    keras_order = given["distillation_losses"] is not _UNSET or (
+        len(args) >= 3 and keras_distillation_lib.looks_like_distillation_losses(args[2])
+    )
+    order = KERAS_POSITIONAL_ORDER if keras_order else KERAS_KD_POSITIONAL_ORDER
+    if len(args) > len(order):
+        raise TypeError(
+            f"`Distiller` takes at most {len(order)} positional arguments "
+            f"({', '.join(order)}) in this form. Received {len(args)}. Pass "
+            "the others by keyword."
+        )
+    values = dict(given)
+    for name, value in zip(order, args):
+        if values[name] is not _UNSET:
+            raise TypeError(
+                f"`Distiller` got two values for `{name}`: positional argument "
+                f"{order.index(name) + 1} (the order here is "
+                f"`Distiller({', '.join(order[:3])}, ...)`) and `{name}=`. "
+                "Pass the models by keyword: "
+                "`Distiller(student=..., teacher=..., ...)`."
+            )
+        values[name] = value
+    return values, order
+
+
+def _check_positional_swap(args: tuple, order: tuple, student, teacher) -> None:
+    """Refuses a positional call whose student looks like the teacher.
+
+    keras_kd's order is `Distiller(student, teacher)`, keras.distillation's
+    `Distiller(teacher, student, distillation_losses)`: a call written for
+    one and read by the other would train the teacher from the student.
+    """
+    positional = order[: len(args)]
+    if "student" not in positional or "teacher" not in positional:
+        return
+    if not isinstance(student, keras.Model) or not isinstance(teacher, keras.Model):
+        return
+    if not (student.built and teacher.built):
+        return
+    student_params, teacher_params = student.count_params(), teacher.count_params()
+    if student_params < SWAP_PARAMETER_RATIO * max(teacher_params, 1):
+        return
+    if student_params - teacher_params < SWAP_PARAMETER_GAP:
+        return
+    where = {name: order.index(name) + 1 for name in ("student", "teacher")}
+    raise ValueError(
+        "`Distiller` got its models by position, and the one in the "
+        f"student's place (argument {where['student']}, {student.name!r}, "
+        f"{student_params:,} parameters) is {student_params / max(teacher_params, 1):.1f}x "
+        f"the one in the teacher's place (argument {where['teacher']}, "
+        f"{teacher.name!r}, {teacher_params:,} parameters): the two models "
+        "look swapped. keras_kd's order is `Distiller(student, teacher)`; "
+        "keras.distillation's is `Distiller(teacher, student, "
+        "distillation_losses)`, used when a third argument or "
+        "`distillation_losses=` is given. Pass the models by keyword, "
+        "`Distiller(student=..., teacher=...)`, which is never refused for "
+        "their sizes."
+    )
+
+
+def _check_student_loss_weight(value) -> float:
+    weight = terms_lib._validate_loss_weight(value, "student_loss_weight")
+    if weight > 1.0:
+        raise ValueError(
+            "`student_loss_weight` must be in [0, 1]. "
+            f"Received: student_loss_weight={value!r}."
+        )
+    return weight
+
+
 @keras.saving.register_keras_serializable(package="keras_kd")
 class Distiller(keras.Model):
     """Trains a student model from one or several frozen teachers.
@@ -316,11 +420,48 @@ class Distiller(keras.Model):
     the distiller, `predict` and `evaluate` use the student alone at `T = 1`;
     `evaluate` reports the student's own loss.
 
+    Code written for `keras.distillation.Distiller` runs unchanged:
+    `Distiller(teacher=..., student=..., distillation_losses=...,
+    distillation_loss_weights=..., student_loss_weight=...)` and
+    `compile(optimizer, loss=..., metrics=...)`. Each
+    `keras.distillation.DistillationLoss` becomes a keras_kd term (see
+    `keras_kd.keras_distillation`); the loss is then `student_loss_weight *
+    loss + (1 - student_loss_weight) * sum(w_i * distillation_losses[i])`.
+    Where the math differs from keras.distillation: `LogitsDistillation`'s KL
+    is keras_kd's `T**2 * KL` from `log_softmax` in float32 (Keras clips
+    probabilities, and its default `"kl_divergence"` string is applied to the
+    tempered logits themselves); every term is averaged over the global
+    batch; `sample_weight` and unlabeled examples (label `-1`) are honoured
+    (Keras ignores them); the strings `"sparse_categorical_crossentropy"` and
+    `"categorical_crossentropy"` given as `loss` mean the from-logits losses.
+    keras_kd terms mix in: `compile(..., distillation_terms=[HintLoss(...)])`.
+
+    Positional orders: keras_kd's is `Distiller(student, teacher)`,
+    keras.distillation's `Distiller(teacher, student, distillation_losses)`.
+    keras.distillation's order is used when `distillation_losses=` is given
+    or the third positional argument is a `DistillationLoss` (or a list of
+    them); keras_kd's otherwise. A positional call whose model in the
+    student's place has at least twice the parameters of the one in the
+    teacher's place (and 10,000 more) is refused as a likely swap; keyword
+    calls never are.
+
     Args:
+        *args: The models (and more) by position, in one of the two orders
+            above.
         student: The `keras.Model` to train. It must output logits.
         teacher: A trained `keras.Model`, a list of them (their soft targets
             are averaged), or `None` when every batch brings precomputed
             teacher logits under `inputs[TEACHER_LOGITS_KEY]`.
+        distillation_losses: keras.distillation's losses: one
+            `keras.distillation.DistillationLoss` (`LogitsDistillation`,
+            `FeatureDistillation`, a subclass) or a list of them. With them,
+            `compile` takes `loss=` and refuses `alpha`, `temperature` and
+            `distillation_loss_fn`, which these govern.
+        distillation_loss_weights: One weight per distillation loss.
+            Defaults to `1.0` each.
+        student_loss_weight: Weight of the student loss, in `[0, 1]`.
+            Defaults to `0.5` with `distillation_losses` (as in Keras);
+            without them it acts as `compile`'s `alpha` (give one, not both).
         teacher_weights: One weight per teacher. Defaults to equal weights.
         teacher_outputs: `"logits"` (default) or `"probabilities"` for
             teachers whose last layer is a softmax.
@@ -366,16 +507,60 @@ class Distiller(keras.Model):
 
     def __init__(
         self,
-        student: keras.Model,
+        *args,
+        student: Optional[keras.Model] = None,
         teacher: Union[keras.Model, Sequence[keras.Model], None] = None,
+        distillation_losses=None,
+        distillation_loss_weights: Optional[Sequence[float]] = None,
+        student_loss_weight: Optional[float] = None,
         teacher_weights: Optional[Sequence[float]] = None,
         teacher_outputs: str = "logits",
         augmentation=None,
         name: str = "distiller",
         **kwargs,
     ):
+        given = {
+            "student": student, "teacher": teacher,
+            "distillation_losses": distillation_losses,
+            "distillation_loss_weights": distillation_loss_weights,
+            "student_loss_weight": student_loss_weight,
+            "teacher_weights": teacher_weights, "augmentation": augmentation,
+        }
+        given = {k: (_UNSET if v is None else v) for k, v in given.items()}
+        given["teacher_outputs"] = _UNSET if teacher_outputs == "logits" else teacher_outputs
+        given["name"] = _UNSET if name == "distiller" else name
+        values, order = _resolve_positional(args, given)
+        defaults = {"teacher_outputs": "logits", "name": "distiller"}
+        values = {k: (defaults.get(k) if v is _UNSET else v) for k, v in values.items()}
+        student, teacher = values["student"], values["teacher"]
+        distillation_losses = values["distillation_losses"]
+        teacher_weights, teacher_outputs = values["teacher_weights"], values["teacher_outputs"]
+        augmentation, name = values["augmentation"], values["name"]
+        if student is None:
+            raise TypeError(
+                "`Distiller` needs the `student` model: `Distiller(student=..., "
+                "teacher=...)`, or keras.distillation's `Distiller(teacher=..., "
+                "student=..., distillation_losses=...)`. Received: student=None."
+            )
         super().__init__(name=name, **kwargs)
         _check_keras_model(student, "student")
+        _check_positional_swap(args, order, student, teacher)
+        keras_style = distillation_losses is not None
+        if keras_style:
+            keras_losses, keras_weights = keras_distillation_lib.normalize_distillation_losses(
+                distillation_losses, values["distillation_loss_weights"]
+            )
+        elif values["distillation_loss_weights"] is not None:
+            raise ValueError(
+                "`distillation_loss_weights` weighs the `distillation_losses`, "
+                "but none were given. Received: distillation_loss_weights="
+                f"{values['distillation_loss_weights']!r}, distillation_losses=None."
+            )
+        slw = values["student_loss_weight"]
+        if slw is not None:
+            slw = _check_student_loss_weight(slw)
+        elif keras_style:
+            slw = 0.5  # keras.distillation's default
         augment_lib.validate_augmentation(augmentation)
         if teacher is None:
             teachers = []
@@ -450,6 +635,10 @@ class Distiller(keras.Model):
         for model in teachers:
             _check_same_strategy(model, "teacher", self._distribute_strategy)
         _check_outputs_by_probe(student, teachers, teacher_outputs)
+        if keras_style:
+            # Each loss's own checks, on the models and their symbolic
+            # outputs: a rejection is raised here, before any training.
+            keras_distillation_lib.validate_against_models(keras_losses, teachers, student)
         # Last, after every check: a refused distiller leaves the user's
         # models as they were. Freezing also keeps BatchNormalization in
         # inference mode.
@@ -458,6 +647,10 @@ class Distiller(keras.Model):
         self.student = student
         self.teachers = teachers
         self.augmentation = augmentation
+        #: keras.distillation's configuration (`None`/`[]` for keras_kd's own).
+        self.student_loss_weight = slw
+        self.distillation_losses = keras_losses if keras_style else []
+        self.distillation_loss_weights = keras_weights if keras_style else None
         self.terms = []
         self._term_trackers = []
         self._feature_extractors = _FeatureExtractors()
@@ -492,11 +685,13 @@ class Distiller(keras.Model):
     def compile(
         self,
         optimizer="adam",
+        *args,
+        loss=None,
         metrics=None,
         student_loss_fn=None,
         distillation_loss_fn=None,
-        alpha: float = 0.5,
-        temperature: float = 1.0,
+        alpha: Optional[float] = None,
+        temperature: Optional[float] = None,
         distillation_terms: Optional[Sequence[terms_lib.DistillationTerm]] = None,
         teacher_reduction: str = "mean_probabilities",
         weighted_metrics=None,
@@ -507,11 +702,27 @@ class Distiller(keras.Model):
     ) -> None:
         """Configures the distillation loss and the optimizer.
 
-        The loss is `alpha * student_loss + (1 - alpha) * distillation_loss`
-        plus `sum(term.loss_weight * term)` for each extra term.
+        keras_kd's own form: the loss is `alpha * student_loss + (1 - alpha)
+        * distillation_loss` plus `sum(term.loss_weight * term)` for each
+        extra term.
+
+        keras.distillation's form, for a distiller created with
+        `distillation_losses=`: `compile(optimizer, loss, metrics)`; the loss
+        is `student_loss_weight * loss + (1 - student_loss_weight) *
+        sum(w_i * distillation_losses[i])` plus the extra terms. Its
+        `student_loss_weight` and each `LogitsDistillation`'s temperature
+        govern, so `alpha`, `temperature` and `distillation_loss_fn` are
+        refused there.
 
         Args:
             optimizer: Optimizer name or instance. Defaults to `"adam"`.
+            *args: Positional arguments after `optimizer`: `loss, metrics`
+                for a distiller created with `distillation_losses`, as in
+                keras.distillation; `metrics, student_loss_fn, ...` otherwise.
+            loss: The student's loss on the true labels (keras.distillation's
+                name for `student_loss_fn`). Students output logits, so the
+                strings `"sparse_categorical_crossentropy"` and
+                `"categorical_crossentropy"` mean the from-logits losses.
             metrics: Metrics computed on the student's logits and the labels.
             student_loss_fn: Loss on the true labels. `None` (default) uses
                 sparse or one-hot categorical cross-entropy from logits.
@@ -519,7 +730,9 @@ class Distiller(keras.Model):
                 from logits in float32. A loss on probabilities (e.g.
                 `keras.losses.KLDivergence()`) is called as in the keras.io
                 example: `fn(softmax(t/T), softmax(s/T)) * T**2`.
-            alpha: Weight of the student loss, in `[0, 1]`. Defaults to `0.5`.
+            alpha: Weight of the student loss, in `[0, 1]`. Defaults to
+                `0.5` (or the distiller's `student_loss_weight`, if given;
+                not both).
             temperature: Softmax temperature `T > 0`. Defaults to `1.0`.
                 The defaults were chosen on the validation splits of four
                 tasks (`benchmarks/results/defaults.md`): the only settings
@@ -528,7 +741,9 @@ class Distiller(keras.Model):
                 temperatures can still pay for a student close to its
                 teacher's capacity: search them with `keras_kd.tune`.
             distillation_terms: Extra `DistillationTerm`s, with their own
-                weights, added to the two above.
+                weights, added to the terms above (also to keras.distillation
+                losses, e.g. a `keras_kd.HintLoss` next to a
+                `LogitsDistillation`).
             teacher_reduction: How several teachers are combined:
                 `"mean_probabilities"` (default) or `"mean_kl"`.
             weighted_metrics: As in `keras.Model.compile`.
@@ -537,19 +752,88 @@ class Distiller(keras.Model):
             jit_compile: As in `keras.Model.compile`.
             auto_scale_loss: As in `keras.Model.compile`.
         """
-        alpha_value = terms_lib._validate_loss_weight(alpha, "alpha")
-        if alpha_value > 1.0:
-            raise ValueError(
-                f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}."
+        keras_style = bool(self.distillation_losses)
+        named = dict(
+            loss=loss, metrics=metrics, student_loss_fn=student_loss_fn,
+            distillation_loss_fn=distillation_loss_fn, alpha=alpha,
+            temperature=temperature, distillation_terms=distillation_terms,
+        )
+        if args:
+            order = ("loss", "metrics") if keras_style else (
+                "metrics", "student_loss_fn", "distillation_loss_fn", "alpha",
+                "temperature", "distillation_terms",
             )
-        temperature = losses.validate_temperature(temperature)
+            if len(args) > len(order):
+                raise TypeError(
+                    f"`compile` takes at most {len(order) + 1} positional "
+                    f"arguments here (optimizer, {', '.join(order)}). Received "
+                    f"{len(args) + 1}; pass the others by keyword."
+                )
+            for argument, value in zip(order, args):
+                if named[argument] is not None:
+                    raise TypeError(f"`compile` got two values for `{argument}`.")
+                named[argument] = value
+        loss, metrics = named["loss"], named["metrics"]
+        student_loss_fn, distillation_loss_fn = named["student_loss_fn"], named["distillation_loss_fn"]
+        alpha, temperature = named["alpha"], named["temperature"]
+        distillation_terms = named["distillation_terms"]
+        if loss is not None and student_loss_fn is not None:
+            raise ValueError(
+                "`loss` and `student_loss_fn` both set the student's loss; pass "
+                f"one. Received: loss={loss!r}, student_loss_fn={student_loss_fn!r}."
+            )
+        if loss is not None:
+            student_loss_fn = keras_distillation_lib.student_loss_from_keras(loss)
+        if keras_style:
+            governed = (
+                ("alpha", alpha, f"`student_loss_weight` ({self.student_loss_weight:g}, "
+                 "given to the Distiller) governs the weight of the student loss"),
+                ("temperature", temperature, "each `LogitsDistillation(temperature=...)` "
+                 "governs its own temperature"),
+                ("distillation_loss_fn", distillation_loss_fn, "the `distillation_losses` "
+                 "govern the distillation loss"),
+            )
+            for argument, value, rule in governed:
+                if value is not None:
+                    raise ValueError(
+                        f"This distiller was created the keras.distillation way "
+                        f"(`distillation_losses=...`): {rule}, so `compile` "
+                        f"refuses keras_kd's `{argument}`. Received: "
+                        f"{argument}={value!r}. Either drop `{argument}`, or "
+                        "create the Distiller without `distillation_losses` and "
+                        "use `compile(alpha=..., temperature=...)`."
+                    )
+            alpha_value = self.student_loss_weight
+        else:
+            if alpha is not None and self.student_loss_weight is not None:
+                raise ValueError(
+                    "`student_loss_weight` (given to the Distiller) and `alpha` "
+                    "(given to compile) both set the weight of the student loss. "
+                    f"Received: student_loss_weight={self.student_loss_weight!r}, "
+                    f"alpha={alpha!r}. `student_loss_weight` governs once given; "
+                    "pass only one of them."
+                )
+            if alpha is None:
+                alpha = DEFAULT_ALPHA if self.student_loss_weight is None else self.student_loss_weight
+            alpha_value = terms_lib._validate_loss_weight(alpha, "alpha")
+            if alpha_value > 1.0:
+                raise ValueError(
+                    f"`alpha` must be in [0, 1]. Received: alpha={alpha!r}."
+                )
+            temperature = losses.validate_temperature(
+                DEFAULT_TEMPERATURE if temperature is None else temperature
+            )
         extra_terms = list(distillation_terms or [])
         for index, term in enumerate(extra_terms):
             if not isinstance(term, terms_lib.DistillationTerm):
+                hint = (
+                    " keras.distillation losses go in `Distiller(distillation_losses=...)`."
+                    if keras_distillation_lib.is_distillation_loss(term) else ""
+                )
                 raise TypeError(
                     "`distillation_terms` must hold `DistillationTerm` "
                     f"instances. Received: distillation_terms[{index}]="
-                    f"{term!r} of type {type(term).__name__}."
+                    f"{term!r} of type {type(term).__name__}.{hint}"
                 )
         super().compile(
             optimizer=optimizer,
@@ -579,20 +863,35 @@ class Distiller(keras.Model):
         # clear() untracks the terms of an earlier compile, so that saving
         # and `trainable_weights` only see the current ones.
         self.terms.clear()
-        self.terms.extend([
-            terms_lib.HardLabelLoss(
-                student_loss_fn, loss_weight=alpha_value, name="student_loss"
-            ),
-            terms_lib.HintonKD(
-                temperature=temperature,
-                loss_fn=distillation_loss_fn,
-                teacher_weights=self.teacher_weights,
-                teacher_reduction=teacher_reduction,
-                loss_weight=1.0 - alpha_value,
-                name="distillation_loss",
-            ),
-            *extra_terms,
-        ])
+        hard_term = terms_lib.HardLabelLoss(
+            student_loss_fn, loss_weight=alpha_value, name="student_loss"
+        )
+        if keras_style:
+            names = keras_distillation_lib.term_names(self.distillation_losses)
+            distillation = [
+                keras_distillation_lib.as_term(
+                    item,
+                    loss_weight=(1.0 - alpha_value) * weight,
+                    name=term_name,
+                    teacher_weights=self.teacher_weights,
+                    teacher_reduction=teacher_reduction,
+                )
+                for item, weight, term_name in zip(
+                    self.distillation_losses, self.distillation_loss_weights, names
+                )
+            ]
+        else:
+            distillation = [
+                terms_lib.HintonKD(
+                    temperature=temperature,
+                    loss_fn=distillation_loss_fn,
+                    teacher_weights=self.teacher_weights,
+                    teacher_reduction=teacher_reduction,
+                    loss_weight=1.0 - alpha_value,
+                    name="distillation_loss",
+                )
+            ]
+        self.terms.extend([hard_term, *distillation, *extra_terms])
         names = [term.name for term in self.terms]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -607,13 +906,11 @@ class Distiller(keras.Model):
         self._term_trackers.extend(keras.metrics.Mean(name=name) for name in names)
         # Created here, under the caller's strategy scope, like the trackers.
         self._health_holder = _StepHealthHolder(checks.StepHealth())
-        self._compile_config = serialization_lib.SerializableDict(
+        compile_config = dict(
             optimizer=self.optimizer,
             metrics=metrics,
-            student_loss_fn=student_loss_fn,
-            distillation_loss_fn=distillation_loss_fn,
-            alpha=alpha_value,
-            temperature=temperature,
+            loss=loss,
+            student_loss_fn=None if loss is not None else student_loss_fn,
             distillation_terms=extra_terms,
             teacher_reduction=teacher_reduction,
             weighted_metrics=weighted_metrics,
@@ -621,6 +918,14 @@ class Distiller(keras.Model):
             steps_per_execution=steps_per_execution,
             jit_compile=self.jit_compile,
         )
+        if not keras_style:
+            compile_config.update(
+                distillation_loss_fn=distillation_loss_fn,
+                # From the distiller's student_loss_weight: not repeated here.
+                alpha=None if self.student_loss_weight is not None else alpha_value,
+                temperature=temperature,
+            )
+        self._compile_config = serialization_lib.SerializableDict(**compile_config)
 
     @property
     def alpha(self) -> float:
@@ -634,17 +939,36 @@ class Distiller(keras.Model):
             raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={value!r}.")
         self._require_compiled()
         self.terms[0].loss_weight = value
-        self.terms[1].loss_weight = 1.0 - value
+        if self.distillation_losses:
+            # keras.distillation's weights: (1 - alpha) * w_i for loss i.
+            self.student_loss_weight = value
+            for term, weight in zip(self.terms[1:], self.distillation_loss_weights):
+                term.loss_weight = (1.0 - value) * weight
+        else:
+            self.terms[1].loss_weight = 1.0 - value
+
+    def _tempered_term(self):
+        """The soft-target term whose temperature `temperature` reads."""
+        self._require_compiled()
+        if not self.distillation_losses:
+            return self.terms[1]
+        for term in self.terms[1:]:
+            if isinstance(term, keras_distillation_lib.KerasLogitsDistillation):
+                return term
+        raise AttributeError(
+            "This distiller has no `LogitsDistillation`, so no temperature. "
+            f"Its distillation_losses: {self.distillation_losses!r}."
+        )
 
     @property
     def temperature(self) -> float:
-        """The softmax temperature of the soft-target term."""
-        return float(ops.convert_to_numpy(self._require_compiled().terms[1].temperature))
+        """The softmax temperature of the soft-target term (with
+        keras.distillation losses: of the first `LogitsDistillation`)."""
+        return float(ops.convert_to_numpy(self._tempered_term().temperature))
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        self._require_compiled()
-        self.terms[1].temperature = value
+        self._tempered_term().temperature = value
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         self._check_global_batch_size(x, batch_size, "batch_size")
@@ -1261,6 +1585,12 @@ class Distiller(keras.Model):
                 None if self.augmentation is None
                 else keras.saving.serialize_keras_object(self.augmentation)
             ),
+            "distillation_losses": (
+                [serialization_lib.serialize_keras_object(l) for l in self.distillation_losses]
+                if self.distillation_losses else None
+            ),
+            "distillation_loss_weights": self.distillation_loss_weights,
+            "student_loss_weight": self.student_loss_weight,
         }
 
     @classmethod
@@ -1278,6 +1608,11 @@ class Distiller(keras.Model):
             config["augmentation"] = keras.saving.deserialize_keras_object(
                 config["augmentation"], custom_objects=custom_objects
             )
+        if config.get("distillation_losses"):
+            config["distillation_losses"] = [
+                serialization_lib.deserialize_keras_object(l, custom_objects=custom_objects)
+                for l in config["distillation_losses"]
+            ]
         return cls(student=student, teacher=teacher, **config)
 
     def compile_from_config(self, config: dict) -> None:

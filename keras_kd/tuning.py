@@ -208,7 +208,7 @@ class _DistillationHyperModel:
         student = self.build_student()
         if self.method == "alone":
             return student
-        return Distiller(student, self.teacher, augmentation=self._mixer(hp))
+        return Distiller(student=student, teacher=self.teacher, augmentation=self._mixer(hp))
 
     def fit(self, hp, model, x, y=None, validation_data=None, **kwargs):
         import tensorflow as tf

@@ -9,6 +9,7 @@ MODULES = [
     "keras_kd.losses",
     "keras_kd.terms",
     "keras_kd.distiller",
+    "keras_kd.keras_distillation",
     "keras_kd.models",
     "keras_kd.datasets",
     "keras_kd.demo",

@@ -229,7 +229,7 @@ class KerasDistillationLoss(terms_lib.DistillationTerm):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class KerasLogitsDistillation(KerasDistillationLoss):
+class KerasLogitsDistillation(terms_lib._TemperatureMixin, KerasDistillationLoss):
     """`keras.distillation.LogitsDistillation` with keras_kd's math.
 
     With a KL loss (the default) the term is keras_kd's
@@ -283,30 +283,11 @@ class KerasLogitsDistillation(KerasDistillationLoss):
             None if teacher_weights is None else [float(w) for w in teacher_weights]
         )
         self.teacher_reduction = teacher_reduction
-        self._temperature = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(
-                losses.validate_temperature(
-                    distillation_loss.temperature, "LogitsDistillation(temperature)"
-                )
-            ),
-            trainable=False,
-            dtype="float32",
-            name="temperature",
-        )
+        self._add_temperature(distillation_loss.temperature, "LogitsDistillation(temperature)")
 
     @property
     def needs_single_teacher(self) -> bool:
         return not self.kl
-
-    @property
-    def temperature(self):
-        """The softmax temperature (a scalar variable)."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        self._temperature.assign(losses.validate_temperature(value))
 
     def call(
         self,

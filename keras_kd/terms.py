@@ -135,17 +135,16 @@ class DistillationTerm(keras.layers.Layer):
         return config
 
 
-class _TemperedTerm(DistillationTerm):
-    """A term with a softmax temperature held in a variable, so that a
-    callback (`keras_kd.callbacks.TemperatureScheduler`) can change it
-    without retracing the step."""
+class _TemperatureMixin:
+    """A softmax temperature held in a variable, so that a callback
+    (`keras_kd.callbacks.TemperatureScheduler`) can change it without
+    retracing the step. For terms; call `_add_temperature` in `__init__`."""
 
-    def __init__(self, temperature: float = 4.0, loss_weight: float = 1.0, name=None, **kwargs):
-        super().__init__(loss_weight=loss_weight, name=name, **kwargs)
+    def _add_temperature(self, temperature: float, argument: str = "temperature") -> None:
         self._temperature = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(
-                losses.validate_temperature(temperature)
+                losses.validate_temperature(temperature, argument)
             ),
             trainable=False,
             dtype="float32",
@@ -160,6 +159,14 @@ class _TemperedTerm(DistillationTerm):
     @temperature.setter
     def temperature(self, value: float) -> None:
         self._temperature.assign(losses.validate_temperature(value))
+
+
+class _TemperedTerm(_TemperatureMixin, DistillationTerm):
+    """A term with a schedulable softmax temperature."""
+
+    def __init__(self, temperature: float = 4.0, loss_weight: float = 1.0, name=None, **kwargs):
+        super().__init__(loss_weight=loss_weight, name=name, **kwargs)
+        self._add_temperature(temperature)
 
     def get_config(self) -> dict:
         config = super().get_config()

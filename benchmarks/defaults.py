@@ -273,6 +273,11 @@ def report(results, descriptions, seeds, settings, seconds) -> Tuple[str, tuple]
         f"load average at the end {os.getloadavg()[0]:.1f}). Validation accuracy, mean ± std "
         f"over {len(seeds)} student seeds; the test sets were not read.",
         "",
+        "How the settings were chosen: every setting is compared on the validation splits "
+        "only. The baseline is the same student trained alone with the same epochs, "
+        "optimizer, learning-rate schedule, batch order and initial weights; no run uses "
+        "augmentation, so the baseline needs none.",
+        "",
     ]
     lines += [f"- `{name}`: {descriptions[name]}." for name in names]
     lines += ["", "| setting | " + " | ".join(names) + " | mean gain |",

@@ -26,6 +26,9 @@ from keras_kd.export import run_tflite
 from keras_kd.keras_distillation import KerasDistillationLoss
 from keras_kd.keras_distillation import KerasFeatureDistillation
 from keras_kd.keras_distillation import KerasLogitsDistillation
+from keras_kd.lm_cache import cache_lm_teacher_outputs
+from keras_kd.lm_cache import lm_cache_storage_bytes
+from keras_kd.lm_cache import load_lm_cache
 from keras_kd.losses import DistillationKLDivergence
 from keras_kd.quantization import ActivationQuantizer
 from keras_kd.quantization import QuantizedKernel
@@ -74,11 +77,14 @@ __all__ = [
     "TuneResult",
     "UNLABELED",
     "cache_storage_bytes",
+    "cache_lm_teacher_outputs",
     "cache_teacher_outputs",
     "augment",
     "callbacks",
     "distillation_kl_divergence",
     "export",
+    "lm_cache_storage_bytes",
+    "load_lm_cache",
     "load_teacher_cache",
     "mix_transfer_set",
     "quantization_aware",

@@ -294,13 +294,20 @@ def record_dtype(
     num_teachers: int = 1,
 ) -> np.dtype:
     """The numpy structured dtype of one example's record in a cache file."""
+    return _record_layout(num_classes, top_k, dtype, (views, num_teachers))
+
+
+def _record_layout(num_classes: int, top_k: Optional[int], dtype: str, shape: tuple) -> np.dtype:
+    """Full logits, or top-k values + indices + one tail logit, for each
+    position of `shape` (`(views, teachers)` here, `()` for one LM token)."""
     value = np.dtype(dtype).newbyteorder("<")
+    shape = tuple(shape)
     if top_k is None:
-        return np.dtype([("logits", value, (views, num_teachers, num_classes))])
+        return np.dtype([("logits", value, shape + (num_classes,))])
     return np.dtype([
-        ("values", value, (views, num_teachers, top_k)),
-        ("indices", _index_dtype(num_classes), (views, num_teachers, top_k)),
-        ("tail", value, (views, num_teachers)),
+        ("values", value, shape + (top_k,)),
+        ("indices", _index_dtype(num_classes), shape + (top_k,)),
+        ("tail", value, shape),
     ])
 
 
@@ -357,14 +364,26 @@ def rebuild_top_k_logits(values, indices, tail_logits, num_classes: int):
 
 
 def _summarize_outputs(outputs, top_k: Optional[int], num_classes: int):
-    """`(batch, teachers, C)` float32 logits -> the record fields."""
+    """`(..., C)` float32 logits -> the record fields (full logits, or the
+    top-k values, their indices and the tail logit of each row).
+
+    The tail is taken from a copy of the logits with the top-k entries
+    scattered to -inf, so memory stays one extra `(..., C)` tensor (no
+    `(..., k, C)` one-hot): this also serves LM vocabularies of 256k.
+    """
     if top_k is None:
         return {"logits": outputs}
     values, indices = tf.math.top_k(outputs, k=top_k)
-    in_top_k = tf.reduce_sum(tf.one_hot(indices, num_classes, dtype=tf.float32), axis=-2) > 0
-    rest = tf.where(in_top_k, tf.constant(-np.inf, tf.float32), outputs)
+    flat = tf.reshape(outputs, [-1, num_classes])
+    flat_indices = tf.reshape(indices, [-1, top_k])
+    rows = tf.broadcast_to(tf.range(tf.shape(flat)[0])[:, None], tf.shape(flat_indices))
+    rest = tf.tensor_scatter_nd_update(
+        flat,
+        tf.stack([rows, flat_indices], axis=-1),
+        tf.fill(tf.shape(flat_indices), tf.constant(-np.inf, tf.float32)),
+    )
     tail = tf.reduce_logsumexp(rest, axis=-1) - math.log(num_classes - top_k)
-    return {"values": values, "indices": indices, "tail": tail}
+    return {"values": values, "indices": indices, "tail": tf.reshape(tail, tf.shape(outputs)[:-1])}
 
 
 # ---------------------------------------------------------------- writing
@@ -552,10 +571,7 @@ def cache_teacher_outputs(
         "data_offset": 0,
         "data_checksum": "0" * 32,
     }
-    # Reserve room for the final header: counts grow, the rest is fixed.
-    worst = dict(header, example_count=2**62, data_bytes=2**62, data_offset=2**62)
-    data_offset = _PREFIX + len(json.dumps(worst).encode()) + 64
-    data_offset = -(-data_offset // _ALIGN) * _ALIGN
+    data_offset = _header_room(header, ("example_count", "data_bytes", "data_offset"))
     header["data_offset"] = data_offset
 
     # A name of this writer's own (pid and random suffix): two processes
@@ -612,8 +628,9 @@ def cache_teacher_outputs(
     return header
 
 
-def _check_cache_path(path: PathLike) -> Path:
-    """Fails before the teacher pass when `path` cannot hold a cache."""
+def _check_cache_path(path: PathLike, magic: bytes = MAGIC) -> Path:
+    """Fails before the teacher pass when `path` cannot hold a cache (an
+    existing file is only replaced when it starts with `magic`)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
             "`path` must be a file path (str or os.PathLike). Received: "
@@ -639,12 +656,12 @@ def _check_cache_path(path: PathLike) -> Path:
                 f"an earlier teacher cache. Received: path='{path}'."
             )
         with open(path, "rb") as file:
-            head = file.read(len(MAGIC))
-        if head and head != MAGIC:
+            head = file.read(len(magic))
+        if head and head != magic:
             # Strict on purpose: replacing it would delete someone's data.
             raise ValueError(
                 "`path` is an existing file that is not a keras-kd teacher cache "
-                f"(it starts with {head!r}, not {MAGIC!r}), so it is not "
+                f"(it starts with {head!r}, not {magic!r}), so it is not "
                 "overwritten. Expected a new path or an earlier teacher cache. "
                 f"Received: path='{path}'."
             )
@@ -705,10 +722,18 @@ def _check_stored_outputs(records: np.ndarray, layout: np.dtype, offset: int,
     )
 
 
-def _encode_header(header: dict, data_offset: int) -> bytes:
+def _header_room(header: dict, growing: Sequence[str]) -> int:
+    """The aligned offset of the data after a header whose `growing` counts
+    are only known at the end: room is reserved for their largest values."""
+    worst = dict(header, **{key: 2**62 for key in growing})
+    offset = _PREFIX + len(json.dumps(worst).encode()) + 64
+    return -(-offset // _ALIGN) * _ALIGN
+
+
+def _encode_header(header: dict, data_offset: int, magic: bytes = MAGIC) -> bytes:
     text = json.dumps(header).encode()
     room = data_offset - _PREFIX
-    return MAGIC + np.uint64(room).tobytes() + text + b" " * (room - len(text))
+    return magic + np.uint64(room).tobytes() + text + b" " * (room - len(text))
 
 
 # ---------------------------------------------------------------- reading

@@ -367,23 +367,27 @@ def _summarize_outputs(outputs, top_k: Optional[int], num_classes: int):
     """`(..., C)` float32 logits -> the record fields (full logits, or the
     top-k values, their indices and the tail logit of each row).
 
-    The tail is taken from a copy of the logits with the top-k entries
-    scattered to -inf, so memory stays one extra `(..., C)` tensor (no
-    `(..., k, C)` one-hot): this also serves LM vocabularies of 256k.
+    The tail is the log-sum-exp of the logits below the k-th largest value
+    `v_k`, plus `e * exp(v_k)` for the `e` logits equal to `v_k` that top-k
+    left out (ties), shifted by the largest left-out logit so that nothing
+    overflows. Elementwise passes only: no `(..., k, C)` one-hot and no
+    scattered copy of the logits, which matters at LM vocabularies of 256k.
     """
     if top_k is None:
         return {"logits": outputs}
     values, indices = tf.math.top_k(outputs, k=top_k)
-    flat = tf.reshape(outputs, [-1, num_classes])
-    flat_indices = tf.reshape(indices, [-1, top_k])
-    rows = tf.broadcast_to(tf.range(tf.shape(flat)[0])[:, None], tf.shape(flat_indices))
-    rest = tf.tensor_scatter_nd_update(
-        flat,
-        tf.stack([rows, flat_indices], axis=-1),
-        tf.fill(tf.shape(flat_indices), tf.constant(-np.inf, tf.float32)),
-    )
-    tail = tf.reduce_logsumexp(rest, axis=-1) - math.log(num_classes - top_k)
-    return {"values": values, "indices": indices, "tail": tf.reshape(tail, tf.shape(outputs)[:-1])}
+    kth = values[..., -1:]
+    below = outputs < kth
+    ties = tf.reduce_sum(tf.cast(outputs >= kth, tf.float32), axis=-1) - top_k
+    neg_inf = tf.constant(-np.inf, tf.float32)
+    shift = tf.where(ties > 0, kth[..., 0], tf.reduce_max(tf.where(below, outputs, neg_inf), axis=-1))
+    # A row whose left-out logits are all -inf: shift by 0 (its tail is -inf).
+    shift = tf.where(tf.math.is_finite(shift), shift, tf.zeros_like(shift))
+    rest = tf.reduce_sum(tf.where(below, tf.exp(outputs - shift[..., None]), 0.0), axis=-1)
+    # With ties the shift is v_k, so each tie adds exp(0); ties at -inf add 0.
+    rest += tf.where(tf.math.is_finite(kth[..., 0]), ties, tf.zeros_like(ties))
+    tail = tf.math.log(rest) + shift - math.log(num_classes - top_k)
+    return {"values": values, "indices": indices, "tail": tail}
 
 
 # ---------------------------------------------------------------- writing

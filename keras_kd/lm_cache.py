@@ -366,7 +366,11 @@ def cache_lm_teacher_outputs(
     @tf.function(input_signature=[relaxed, tf.TensorSpec([None, None], tf.bool)])
     def summarize(x, mask):
         logits = tf.cast(teacher(x, training=False), tf.float32)
-        rows = tf.boolean_mask(logits, mask)  # (stored tokens, V)
+        rows = tf.cond(  # (stored tokens, V); no copy when every token is stored
+            tf.reduce_all(mask),
+            lambda: tf.reshape(logits, [-1, vocabulary_size]),
+            lambda: tf.boolean_mask(logits, mask),
+        )
         finite = tf.reduce_all(tf.math.is_finite(rows), axis=-1)
         return _summarize_outputs(rows, top_k, vocabulary_size), finite
 

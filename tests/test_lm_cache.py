@@ -250,3 +250,24 @@ def test_storage_bytes_layout():
         keras_kd.lm_cache_storage_bytes(1, 10, top_k=10)
     with pytest.raises(ValueError, match="`tokens` must be an integer >= 0"):
         keras_kd.lm_cache_storage_bytes(-1, 10)
+
+
+def test_tail_logit_with_ties_outliers_and_minus_inf_matches_numpy():
+    """The shared top-k summary (keras_kd.cache) at the edges: tied logits at
+    the k-th value, one huge logit, rows that are -inf beyond a few entries."""
+    from keras_kd.cache import _summarize_outputs
+
+    z = np.random.default_rng(1).standard_normal((6, VOCAB)).astype("float32")
+    z[0, :40] = 5.0  # 40 ties around every k below 40
+    z[1, 3:] = -np.inf
+    z[2] = 0.0
+    z[3, 100] = 300.0
+    for k in (1, 5, 32):
+        tail = _summarize_outputs(tf.constant(z), k, VOCAB)["tail"].numpy()
+        expected = []
+        for row in z.astype(np.float64):
+            rest = np.delete(row, np.argsort(-row, kind="stable")[:k])
+            top = rest.max()
+            expected.append((np.log(np.exp(rest - top).sum()) + top if np.isfinite(top) else -np.inf)
+                            - np.log(VOCAB - k))
+        np.testing.assert_allclose(tail, expected, rtol=1e-6, atol=1e-5)

@@ -33,6 +33,8 @@ from keras_kd.losses import DistillationKLDivergence
 from keras_kd.quantization import ActivationQuantizer
 from keras_kd.quantization import QuantizedKernel
 from keras_kd.quantization import quantization_aware
+from keras_kd.divergences import distillation_divergence
+from keras_kd.divergences import divergence_from_log_probabilities
 from keras_kd.losses import distillation_kl_divergence
 from keras_kd.losses import soft_targets_log_probabilities
 from keras_kd.report import DistillationReport
@@ -81,7 +83,9 @@ __all__ = [
     "cache_teacher_outputs",
     "augment",
     "callbacks",
+    "distillation_divergence",
     "distillation_kl_divergence",
+    "divergence_from_log_probabilities",
     "export",
     "lm_cache_storage_bytes",
     "load_lm_cache",

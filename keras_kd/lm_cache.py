@@ -685,6 +685,15 @@ def load_lm_cache(
     >>> inputs, y, weights = next(iter(train))
     >>> {key: tuple(value.shape) for key, value in inputs["teacher_logits"].items()}
     {'values': (3, 8, 4), 'indices': (3, 8, 4), 'tail': (3, 8)}
+
+    A distiller without a teacher trains on it:
+
+    >>> import keras_kd
+    >>> student = keras.Sequential([keras.Input((8,), dtype="int32"),
+    ...     keras.layers.Embedding(50, 4), keras.layers.Dense(50)])
+    >>> distiller = keras_kd.Distiller(student, teacher=None)
+    >>> distiller.compile(optimizer="adam")
+    >>> history = distiller.fit(train, epochs=1, verbose=0)
     """
     batch_size = _check_int(batch_size, "batch_size", 1)
     cache = _LMCacheFile(path, verify=verify)

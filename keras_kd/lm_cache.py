@@ -246,6 +246,23 @@ def _stored_mask(rows: np.ndarray) -> np.ndarray:
     return np.ones(rows[TOKEN_IDS].shape, bool) if mask is None else mask
 
 
+def _sequence_rows(arrays: dict, layout: np.dtype) -> np.ndarray:
+    """Structured sequence records from one batch's `{field: array}`."""
+    rows = np.empty(len(arrays[TOKEN_IDS]), dtype=layout)
+    for name in layout.names:
+        rows[name] = arrays[name]
+    return rows
+
+
+def _fingerprint(chunks) -> str:
+    """The token-data fingerprint of an iterable of sequence-record chunks
+    (the same in any chunking, see `keras_kd.cache._InputFingerprint`)."""
+    fingerprint = _InputFingerprint()
+    for rows in chunks:
+        fingerprint.update({name: rows[name] for name in rows.dtype.names})
+    return fingerprint.hexdigest()
+
+
 def _check_teacher(teacher) -> None:
     if not isinstance(teacher, keras.Model):
         raise TypeError(
@@ -421,9 +438,7 @@ def cache_lm_teacher_outputs(
                         f"tensors of one sequence length ({sequence_length}, from "
                         f"the first batch). Batch {step} has shapes {shapes}."
                     )
-                rows = np.empty(len(arrays[TOKEN_IDS]), dtype=sequence_layout)
-                for name in sequence_layout.names:
-                    rows[name] = arrays[name]
+                rows = _sequence_rows(arrays, sequence_layout)
                 mask = _stored_mask(rows)
                 fields, finite = summarize(x, tf.constant(mask))
                 where = np.argwhere(mask) + [sequences, 0]
@@ -558,11 +573,8 @@ class _LMCacheFile:
             )
         self.records = self._map(self.tokens, "records_offset", "token_count")
         self.sequences = self._map(self.sequence, "sequences_offset", "sequence_count")
-        counts = np.zeros(len(self.sequences), np.int64)
-        step = max(1, _CHUNK // max(1, self.sequence.itemsize))
-        for start in range(0, len(counts), step):
-            counts[start:start + step] = _stored_mask(self.sequences[start:start + step]).sum(axis=1)
-        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        counts = [_stored_mask(rows).sum(axis=1) for rows in self.sequence_chunks()]
+        self.offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts + [np.zeros(0, np.int64)]))])
         if self.offsets[-1] != header["token_count"]:
             raise ValueError(
                 f"LM teacher cache {str(path)!r} is corrupted: its sequences mark "
@@ -571,6 +583,12 @@ class _LMCacheFile:
             )
         if verify:
             self._verify()
+
+    def sequence_chunks(self):
+        """The sequence records, about 16 MB at a time."""
+        step = max(1, _CHUNK // max(1, self.sequence.itemsize))
+        for start in range(0, len(self.sequences), step):
+            yield self.sequences[start:start + step]
 
     def _map(self, layout: np.dtype, offset: str, count: str) -> np.ndarray:
         if self.header[count] == 0:  # numpy cannot map zero bytes
@@ -622,17 +640,6 @@ class _LMCacheFile:
             tail[mask] = records["tail"]
             batch.update(values=values, indices=chosen, tail=tail)
         return batch
-
-
-def _dataset_fingerprint(dataset, structure: dict, layout: np.dtype) -> str:
-    fingerprint = _InputFingerprint()
-    for element in dataset:
-        arrays = _split(element, structure)[1]
-        rows = np.empty(len(arrays[TOKEN_IDS]), dtype=layout)
-        for name in layout.names:
-            rows[name] = arrays[name]
-        fingerprint.update({name: rows[name] for name in layout.names})
-    return fingerprint.hexdigest()
 
 
 def load_lm_cache(
@@ -699,12 +706,7 @@ def load_lm_cache(
     cache = _LMCacheFile(path, verify=verify)
     header = cache.header
     if verify:
-        fingerprint = _InputFingerprint()
-        step = max(1, _CHUNK // max(1, cache.sequence.itemsize))
-        for start in range(0, len(cache.sequences), step):
-            rows = cache.sequences[start:start + step]
-            fingerprint.update({name: rows[name] for name in rows.dtype.names})
-        if fingerprint.hexdigest() != header["token_fingerprint"]:
+        if _fingerprint(cache.sequence_chunks()) != header["token_fingerprint"]:
             raise ValueError(
                 f"The token data in LM teacher cache {str(path)!r} does not match "
                 "the fingerprint in its header: the file is corrupted. Rebuild it "
@@ -719,7 +721,8 @@ def load_lm_cache(
                 f"teacher cache {str(path)!r} was built from {header['sequence_fields']} "
                 f"({'dict' if header['dict_inputs'] else 'tensor'} inputs)."
             )
-        if _dataset_fingerprint(dataset, structure, cache.sequence) != header["token_fingerprint"]:
+        chunks = (_sequence_rows(_split(element, structure)[1], cache.sequence) for element in dataset)
+        if _fingerprint(chunks) != header["token_fingerprint"]:
             raise ValueError(
                 f"`dataset` differs from the token data LM teacher cache "
                 f"{str(path)!r} was built from (other tokens, labels or weights, "

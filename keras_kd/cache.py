@@ -743,6 +743,29 @@ def _encode_header(header: dict, data_offset: int, magic: bytes = MAGIC) -> byte
 # ---------------------------------------------------------------- reading
 
 
+def _read_prefix(file, path, magic: bytes, what: str, hint: str = "") -> int:
+    """Checks a cache file's magic bytes and returns its header length."""
+    prefix = file.read(_PREFIX)
+    if len(prefix) < _PREFIX or prefix[: len(magic)] != magic:
+        raise ValueError(
+            f"{str(path)!r} is not a keras-kd {what} (bad magic bytes "
+            f"{prefix[:len(magic)]!r}, expected {magic!r}).{hint}"
+        )
+    return int(np.frombuffer(prefix[len(magic):], "<u8")[0])
+
+
+def _file_digest(path: Path, offset: int, length: int) -> str:
+    """The blake2b digest of `length` bytes of a file from `offset`, read
+    about 16 MB at a time."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        file.seek(offset)
+        while length > 0 and (chunk := file.read(min(_CHUNK, length))):
+            digest.update(chunk)
+            length -= len(chunk)
+    return digest.hexdigest()
+
+
 class _OldFormatError(Exception):
     """A cache of format version 1 (raised and caught inside `TeacherCache`)."""
 
@@ -776,13 +799,7 @@ class TeacherCache:
             raise FileNotFoundError(f"No teacher cache at `path`={str(path)!r}.")
         size = self.path.stat().st_size
         with open(self.path, "rb") as file:
-            prefix = file.read(_PREFIX)
-            if len(prefix) < _PREFIX or prefix[: len(MAGIC)] != MAGIC:
-                raise ValueError(
-                    f"{str(path)!r} is not a keras-kd teacher cache (bad magic "
-                    f"bytes {prefix[:len(MAGIC)]!r}, expected {MAGIC!r})."
-                )
-            room = int(np.frombuffer(prefix[len(MAGIC):], "<u8")[0])
+            room = _read_prefix(file, path, MAGIC, "teacher cache")
             try:
                 header = json.loads(file.read(room).decode())
                 self.header = header
@@ -834,15 +851,11 @@ class TeacherCache:
         )
 
     def _verify_checksum(self) -> None:
-        digest = hashlib.blake2b(digest_size=16)
-        with open(self.path, "rb") as file:
-            file.seek(self.header["data_offset"])
-            while chunk := file.read(_CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != self.header["data_checksum"]:
+        digest = _file_digest(self.path, self.header["data_offset"], self.header["data_bytes"])
+        if digest != self.header["data_checksum"]:
             raise ValueError(
                 f"Teacher cache {str(self.path)!r} is corrupted: the checksum of "
-                f"its data is {digest.hexdigest()}, the header says "
+                f"its data is {digest}, the header says "
                 f"{self.header['data_checksum']}. Rebuild it with "
                 "`cache_teacher_outputs`."
             )

@@ -65,9 +65,11 @@ from keras_kd.cache import _check_cache_path
 from keras_kd.cache import _check_finite_dataset
 from keras_kd.cache import _check_int
 from keras_kd.cache import _encode_header
+from keras_kd.cache import _file_digest
 from keras_kd.cache import _header_room
 from keras_kd.cache import _index_ranges
 from keras_kd.cache import _InputFingerprint
+from keras_kd.cache import _read_prefix
 from keras_kd.cache import _record_layout
 from keras_kd.cache import _summarize_outputs
 from keras_kd.cache import _teacher_fingerprint
@@ -531,14 +533,8 @@ class _LMCacheFile:
         if not self.path.is_file():
             raise FileNotFoundError(f"No LM teacher cache at `path`={str(path)!r}.")
         with open(self.path, "rb") as file:
-            prefix = file.read(_PREFIX)
-            if len(prefix) < _PREFIX or prefix[: len(MAGIC)] != MAGIC:
-                raise ValueError(
-                    f"{str(path)!r} is not a keras-kd LM teacher cache (bad magic "
-                    f"bytes {prefix[:len(MAGIC)]!r}, expected {MAGIC!r}); classifier "
-                    "caches are read with `load_teacher_cache`."
-                )
-            room = int(np.frombuffer(prefix[len(MAGIC):], "<u8")[0])
+            room = _read_prefix(file, path, MAGIC, "LM teacher cache",
+                                " Classifier caches are read with `load_teacher_cache`.")
             try:
                 header = json.loads(file.read(room).decode())
                 self.tokens = _token_layout(header["vocabulary_size"], header["top_k"], header["dtype"])
@@ -598,20 +594,11 @@ class _LMCacheFile:
 
     def _verify(self) -> None:
         for section in ("records", "sequences"):
-            digest = hashlib.blake2b(digest_size=16)
-            with open(self.path, "rb") as file:
-                file.seek(self.header[f"{section}_offset"])
-                left = self.header[f"{section}_bytes"]
-                while left > 0:
-                    chunk = file.read(min(_CHUNK, left))
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    left -= len(chunk)
-            if digest.hexdigest() != self.header[f"{section}_checksum"]:
+            digest = _file_digest(self.path, self.header[f"{section}_offset"], self.header[f"{section}_bytes"])
+            if digest != self.header[f"{section}_checksum"]:
                 raise ValueError(
                     f"LM teacher cache {str(self.path)!r} is corrupted: the checksum "
-                    f"of its {section} section is {digest.hexdigest()}, the header "
+                    f"of its {section} section is {digest}, the header "
                     f"says {self.header[f'{section}_checksum']}. Rebuild it with "
                     "`cache_lm_teacher_outputs`."
                 )

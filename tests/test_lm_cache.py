@@ -179,6 +179,23 @@ def test_fingerprint_and_teacher_mismatch_refused(teacher, reference, tmp_path):
         keras_kd.load_lm_cache(path)
 
 
+def test_other_and_truncated_files_refused(teacher, reference, tmp_path):
+    data, *_ = reference
+    other = tmp_path / "notes.txt"
+    other.write_text("not a cache")
+    with pytest.raises(ValueError, match="not a keras-kd LM teacher cache.*load_teacher_cache"):
+        keras_kd.load_lm_cache(other)
+    with pytest.raises(ValueError, match="not a keras-kd teacher cache.*not overwritten"):
+        keras_kd.cache_lm_teacher_outputs(teacher, data, other, verbose=0)
+    assert other.read_text() == "not a cache"
+    path = tmp_path / "t.kdcache"
+    keras_kd.cache_lm_teacher_outputs(teacher, data, path, top_k=4, verbose=0)
+    with open(path, "r+b") as file:
+        file.truncate(path.stat().st_size - 1)
+    with pytest.raises(ValueError, match="truncated"):
+        keras_kd.load_lm_cache(path)
+
+
 class PoisonedLM(keras.Model):
     """Outputs `fill` wherever the input token is `poison`."""
 

@@ -58,6 +58,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_kd import divergences
 from keras_kd.distiller import INPUTS_KEY
 from keras_kd.io_utils import check_verbose as _check_verbose
 from keras_kd.io_utils import check_writable_directory
@@ -357,10 +358,7 @@ def rebuild_top_k_logits(values, indices, tail_logits, num_classes: int):
     >>> keras.ops.convert_to_numpy(logits).tolist()
     [[0.5, 0.5, 3.0, 0.5]]
     """
-    values = ops.cast(values, "float32")
-    tail = ops.cast(tail_logits, "float32")[..., None]
-    one_hot = ops.one_hot(ops.cast(indices, "int32"), num_classes, dtype="float32")
-    return tail + ops.sum(one_hot * (values - tail)[..., None], axis=-2)
+    return divergences.rebuild_top_k(values, indices, tail_logits, num_classes)
 
 
 def _summarize_outputs(outputs, top_k: Optional[int], num_classes: int):

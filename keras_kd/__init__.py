@@ -28,7 +28,9 @@ from keras_kd.keras_distillation import KerasFeatureDistillation
 from keras_kd.keras_distillation import KerasLogitsDistillation
 from keras_kd.losses import DistillationKLDivergence
 from keras_kd.quantization import ActivationQuantizer
+from keras_kd.quantization import QuantizedEmbedding
 from keras_kd.quantization import QuantizedKernel
+from keras_kd.quantization import QuantizedMaskedAveragePooling1D
 from keras_kd.quantization import quantization_aware
 from keras_kd.divergences import distillation_divergence
 from keras_kd.divergences import divergence_from_log_probabilities
@@ -70,7 +72,9 @@ __all__ = [
     "INPUTS_KEY",
     "ParityError",
     "ParityReport",
+    "QuantizedEmbedding",
     "QuantizedKernel",
+    "QuantizedMaskedAveragePooling1D",
     "TEACHER_LOGITS_KEY",
     "TeacherCache",
     "TuneResult",

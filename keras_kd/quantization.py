@@ -3,14 +3,27 @@
 `quantization_aware(model)` returns a copy of a Functional or Sequential
 student in which
 
-- every Dense/Conv1D/Conv2D kernel is fake-quantized per output channel,
-  symmetrically to int8 (`[-127, 127]`, zero point 0), as the LiteRT (TFLite)
-  converter quantizes conv and fully-connected kernels;
+- every Conv1D/Conv2D kernel is fake-quantized per output channel and every
+  Dense kernel per tensor, symmetrically to int8 (`[-127, 127]`, zero point
+  0), as the LiteRT (TFLite) converter quantizes conv and fully-connected
+  kernels; an Embedding table is quantized the same way, per tensor
+  (`QuantizedEmbedding`, an int8 GATHER in the file), and an integer
+  (token-id) input, which may only feed Embedding layers, stays int32;
 - the model input and every new activation tensor (the output of a
   Dense/Conv layer, of an activation layer, of an unfolded
   BatchNormalization and of a global average pooling) go through an
   `ActivationQuantizer`: asymmetric 8-bit fake quantization over a range
-  tracked as a moving average of the batch min/max while training.
+  tracked as a moving average of the batch min/max while training. The
+  outputs of `tanh` and `sigmoid` are fake-quantized over the fixed ranges of
+  LiteRT's int8 TANH and LOGISTIC kernels instead (`FIXED_OUTPUT_RANGES`).
+  A GlobalAveragePooling1D that receives a padding mask becomes
+  `QuantizedMaskedAveragePooling1D`, whose masked sum and count get ranges of
+  their own, so the masked mean is int8 too.
+
+Under `tf.distribute` (MirroredStrategy, tested on two logical CPU devices)
+the moving-average ranges are updated from the min/max of the global batch,
+so a student trained on several replicas has the weights and ranges one
+device gives on the same batches.
 
 Both use Keras's public `keras.quantizers.fake_quant_with_min_max_vars`, which
 on the TensorFlow backend emits `tf.quantization.fake_quant_with_min_max_vars`
@@ -461,7 +474,8 @@ def _unsupported(layer, why: str = "") -> ValueError:
     return ValueError(
         f"`quantization_aware` does not support layer {layer.name!r} of type "
         f"{type(layer).__name__}{why}. Supported layers: {', '.join(SUPPORTED_LAYERS)} "
-        f"(activations: {', '.join(SUPPORTED_ACTIVATIONS)}). Replace the layer, or "
+        f"(activations: {', '.join(SUPPORTED_ACTIVATIONS)}: the ones LiteRT runs as "
+        "int8 ops with a range this module can give them). Replace the layer, or "
         "export the float student with quantization='dynamic'."
     )
 
@@ -589,7 +603,10 @@ def quantization_aware(
     The copy has the same inputs, outputs and weights (with BatchNormalization
     folded where it follows a Dense/Conv layer; see the module docstring);
     Dense/Conv1D/Conv2D layers become `QuantizedKernel` wrappers of the same
-    name (per-channel symmetric int8 kernels), and an `ActivationQuantizer`
+    name (symmetric int8 kernels), Embedding layers `QuantizedEmbedding`
+    wrappers, a channels-last GlobalAveragePooling1D a
+    `QuantizedMaskedAveragePooling1D` (the plain mean without a mask), and an
+    `ActivationQuantizer`
     (named `<layer>_quant`) follows the input and every layer that makes a new
     activation range. A `Sequential` model comes back as a functional `Model`
     with the same layers. `model` itself is left as it was.
@@ -615,7 +632,8 @@ def quantization_aware(
 
     Raises:
         ValueError: For a layer it does not support (named, with its type
-            and the supported list), or a model that is not functional.
+            and the supported list), a model that is not functional, or an
+            integer input that feeds anything but Embedding layers.
 
     Example:
 

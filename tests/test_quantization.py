@@ -33,6 +33,21 @@ def _int8_weights(path):
     return found
 
 
+def _qad_int8(student, teacher, train, test, path, calibration=500, augmentation=None):
+    """One epoch of quantization-aware distillation, then the int8 export:
+    checked to pass parity and to be int8 throughout. `(qat, result)`."""
+    (x_train, y_train), (x_test, y_test) = train, test
+    qat = keras_kd.quantization_aware(student, calibration_data=x_train[:calibration])
+    qad = keras_kd.Distiller(student=qat, teacher=teacher, augmentation=augmentation)
+    qad.compile(optimizer=keras.optimizers.Adam(1e-4), alpha=0.5, temperature=2.0)
+    qad.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
+    result = keras_kd.export(qad, path, quantization="int8", verification_data=(x_test, y_test),
+                             verbose=0)
+    assert result.parity.passed and result.parity.top1_agreement >= 0.99
+    assert float_ops(path.read_bytes()) == []
+    return qat, result
+
+
 # ------------------------------------------------------------------ fast
 
 
@@ -266,16 +281,9 @@ def test_converted_cnn_matches_the_fake_quant_keras_model_and_its_ranges(fashion
     distiller.compile(optimizer="adam", alpha=0.5, temperature=2.0)
     distiller.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
 
-    qat = keras_kd.quantization_aware(student, calibration_data=x_train[:500])
-    qad = keras_kd.Distiller(student=qat, teacher=teacher, augmentation=keras_kd.augment.MixUp(seed=0))
-    qad.compile(optimizer=keras.optimizers.Adam(1e-4), alpha=0.5, temperature=2.0)
-    qad.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
-
     path = tmp_path / "qat.tflite"
-    result = keras_kd.export(qad, path, quantization="int8", verification_data=(x_test, y_test),
-                             verbose=0)
-    assert result.parity.passed and result.parity.top1_agreement >= 0.99
-    assert float_ops(path.read_bytes()) == []
+    qat, _ = _qad_int8(student, teacher, (x_train, y_train), (x_test, y_test), path,
+                       augmentation=keras_kd.augment.MixUp(seed=0))
     weights = _int8_weights(path)
     assert [op for op, _, _ in weights] == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED", "FULLY_CONNECTED"]
     assert all(dtype == np.int8 for _, dtype, _ in weights)
@@ -355,15 +363,8 @@ def test_tanh_and_sigmoid_convert_to_int8_kernels_that_match_the_keras_model(fas
     student = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
     student.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     student.fit(x_train, y_train, epochs=2, batch_size=128, verbose=0)
-    qat = keras_kd.quantization_aware(student, calibration_data=x_train[:500])
-    qad = keras_kd.Distiller(student=qat, teacher=student)
-    qad.compile(optimizer=keras.optimizers.Adam(1e-4), alpha=0.5, temperature=2.0)
-    qad.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
     path = tmp_path / "squash.tflite"
-    result = keras_kd.export(qat, path, quantization="int8", verification_data=(x_test, y_test),
-                             verbose=0)
-    assert result.parity.passed and result.parity.top1_agreement >= 0.99
-    assert float_ops(path.read_bytes()) == []
+    qat, _ = _qad_int8(student, student, (x_train, y_train), (x_test, y_test), path)
     interpreter = Interpreter(model_path=str(path))
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     outputs = {op["op_name"]: tensors[op["outputs"][0]] for op in interpreter._get_ops_details()}
@@ -389,16 +390,10 @@ def test_text_student_converts_to_int8_gather_sum_div_and_matches_keras(tmp_path
     (x_train, y_train), (x_test, y_test) = data
     student, _, _ = tc.train_student(data, num_classes=len(class_names), epochs=3,
                                      vocabulary_size=vocabulary_size, sequence_length=length)
-    qat = keras_kd.quantization_aware(student, calibration_data=x_train[:1000])
-    qad = keras_kd.Distiller(student=qat, teacher=student)
-    qad.compile(optimizer=keras.optimizers.Adam(1e-4), alpha=0.5, temperature=2.0)
-    qad.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
     path = tmp_path / "text.tflite"
-    result = keras_kd.export(qad, path, quantization="int8",
-                             verification_data=(x_test, y_test), verbose=0)
-    assert result.parity.passed and result.parity.top1_agreement >= 0.99
+    qat, result = _qad_int8(student, student, (x_train, y_train), (x_test, y_test), path,
+                            calibration=1000)
     assert result.parity.export_accuracy >= result.parity.keras_accuracy - 0.005
-    assert float_ops(path.read_bytes()) == []
     interpreter = Interpreter(model_path=str(path))
     assert interpreter.get_input_details()[0]["dtype"] == np.int32  # token ids stay ids
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}

@@ -31,7 +31,9 @@ from keras_kd.lm_cache import lm_cache_storage_bytes
 from keras_kd.lm_cache import load_lm_cache
 from keras_kd.losses import DistillationKLDivergence
 from keras_kd.quantization import ActivationQuantizer
+from keras_kd.quantization import QuantizedEmbedding
 from keras_kd.quantization import QuantizedKernel
+from keras_kd.quantization import QuantizedMaskedAveragePooling1D
 from keras_kd.quantization import quantization_aware
 from keras_kd.divergences import distillation_divergence
 from keras_kd.divergences import divergence_from_log_probabilities
@@ -73,7 +75,9 @@ __all__ = [
     "INPUTS_KEY",
     "ParityError",
     "ParityReport",
+    "QuantizedEmbedding",
     "QuantizedKernel",
+    "QuantizedMaskedAveragePooling1D",
     "TEACHER_LOGITS_KEY",
     "TeacherCache",
     "TuneResult",

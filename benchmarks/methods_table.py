@@ -1,14 +1,14 @@
-"""Results table: is distillation worth it on Fashion-MNIST?
+"""Methods table: Hinton KD, live and cached teachers, transfer sets, ensembles, hints, AT, DKD on Fashion-MNIST (the earlier results table).
 
 Trains every row of `ROWS` (teacher, the student alone, the student distilled
 with each method) on the same data, augmentation, schedule and seeds, and
 writes mean and standard deviation over seeds to
-`benchmarks/results/results_table.md`, with the raw per-seed numbers in
-`results_table.json` and `results_table.csv`.
+`benchmarks/results/methods_table.md`, with the raw per-seed numbers in
+`methods_table.json` and `methods_table.csv`.
 
-    PYTHONPATH=. python benchmarks/results_table.py            # the committed run
-    PYTHONPATH=. python benchmarks/results_table.py --quick    # a smoke test
-    PYTHONPATH=. python benchmarks/results_table.py --rows kd scratch
+    PYTHONPATH=. python benchmarks/methods_table.py            # the committed run
+    PYTHONPATH=. python benchmarks/methods_table.py --quick    # a smoke test
+    PYTHONPATH=. python benchmarks/methods_table.py --rows kd scratch
 
 Teachers are trained once per seed and kept under `benchmarks/.cache/`, with
 their logits on every augmented view, so a rerun (or another row) does not
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kd_bench  # noqa: E402
 from kd_bench import Budget, log  # noqa: E402
 
-COMMAND = "PYTHONPATH=. python benchmarks/results_table.py"
+COMMAND = "PYTHONPATH=. python benchmarks/methods_table.py"
 
 
 # ------------------------------------------------------------- row registry
@@ -392,7 +392,7 @@ def verdict(summary: Dict[str, dict]) -> List[str]:
 
 
 def this_command() -> str:
-    return " ".join(["PYTHONPATH=. python", "benchmarks/results_table.py", *sys.argv[1:]])
+    return " ".join(["PYTHONPATH=. python", "benchmarks/methods_table.py", *sys.argv[1:]])
 
 
 def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output_dir: Path,
@@ -414,8 +414,8 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
         "records": records,
         "summary": summary,
     }
-    (output_dir / "results_table.json").write_text(json.dumps(payload, indent=1))
-    with open(output_dir / "results_table.csv", "w", newline="") as handle:
+    (output_dir / "methods_table.json").write_text(json.dumps(payload, indent=1))
+    with open(output_dir / "methods_table.csv", "w", newline="") as handle:
         fields = ["row", "seed", "params", "accuracy", "errors", "agreement", "ece",
                   "train_accuracy", "train_seconds"]
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
@@ -428,7 +428,7 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
         "",
         "Produced by " + " then ".join(f"`{c}`" for c in commands)
         + " (every number below comes from it; raw per-seed numbers in "
-        "`results_table.json` / `results_table.csv`).",
+        "`methods_table.json` / `methods_table.csv`).",
         "",
         f"Budget shared by every row: students train on a fixed random subset of "
         f"{b.train_size:,} labelled training images"
@@ -516,7 +516,7 @@ def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output
         "times show what the teacher's forward pass costs inside the step.",
         "",
     ]
-    path = output_dir / "results_table.md"
+    path = output_dir / "methods_table.md"
     path.write_text("\n".join(lines))
     return path
 
@@ -529,8 +529,8 @@ def save_row(output_dir: Path, budget: Budget, args, budget_id: dict, row_id: st
     import fcntl
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    json_path = output_dir / "results_table.json"
-    with open(output_dir / ".results_table.lock", "w") as lock:
+    json_path = output_dir / "methods_table.json"
+    with open(output_dir / ".methods_table.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         records, commands, skipped = [], [], {}
         if json_path.exists() and not fresh:
@@ -635,11 +635,11 @@ def main(argv=None) -> Path:
 
     budget_id = {k: str(v) for k, v in asdict(budget).items() if k != "cache_dir"}
     if args.report_only:
-        payload = json.loads((output_dir / "results_table.json").read_text())
+        payload = json.loads((output_dir / "methods_table.json").read_text())
         write_outputs(payload["records"], budget, args, payload.get("skipped", {}),
                       output_dir, payload["logit_cache_seconds"], payload["commands"],
                       budget_id)
-        return output_dir / "results_table.md"
+        return output_dir / "methods_table.md"
     selected = [row for row in ROWS if not args.rows or row.id in args.rows]
     context = Context(budget)
     fresh = args.fresh
@@ -661,9 +661,9 @@ def main(argv=None) -> Path:
                 f"fit {record['train_seconds']:.0f}s")
         save_row(output_dir, budget, args, budget_id, row.id, row_records, None, fresh)
         fresh = False
-    log(f"done in {time.perf_counter() - start:.0f}s; wrote {output_dir / 'results_table.md'}")
-    print((output_dir / "results_table.md").read_text())
-    return output_dir / "results_table.md"
+    log(f"done in {time.perf_counter() - start:.0f}s; wrote {output_dir / 'methods_table.md'}")
+    print((output_dir / "methods_table.md").read_text())
+    return output_dir / "methods_table.md"
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import results_table  # noqa: E402
+import methods_table  # noqa: E402
 
 
 def _run(script, *args, cwd=ROOT):
@@ -30,18 +30,18 @@ def _run(script, *args, cwd=ROOT):
 def quick_run(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     output = tmp_path_factory.mktemp("results")
-    _run("results_table.py", "--cache-dir", str(cache), "--output-dir", str(output))
+    _run("methods_table.py", "--cache-dir", str(cache), "--output-dir", str(output))
     return cache, output
 
 
 @pytest.mark.slow
-def test_results_table_quick_writes_every_row_with_sane_values(quick_run):
+def test_methods_table_quick_writes_every_row_with_sane_values(quick_run):
     cache, output = quick_run
-    payload = json.loads((output / "results_table.json").read_text())
-    markdown = (output / "results_table.md").read_text()
+    payload = json.loads((output / "methods_table.json").read_text())
+    markdown = (output / "methods_table.md").read_text()
     test_size = int(payload["budget"]["test_size"])
     ran = {record["row"] for record in payload["records"]}
-    assert ran | set(payload["skipped"]) == set(results_table.ROW_IDS)
+    assert ran | set(payload["skipped"]) == set(methods_table.ROW_IDS)
     for row in ("teacher", "scratch", "kd", "kd-live", "kd-transfer", "ensemble-teacher",
                 "ensemble",
                 "hinton-teacher", "hinton-800-scratch", "hinton-800-kd", "mlp-800-kd-cnn",
@@ -84,7 +84,7 @@ def test_sweeps_quick_reuses_the_cache_and_plots(quick_run):
     assert payload["row"] == "kd"
     assert [(r["sweep"], r["temperature"], r["alpha"]) for r in payload["runs"]] == [
         ("temperature", 2.0, 0.5), ("alpha", 2.0, 1.0)]
-    table = json.loads((output / "results_table.json").read_text())
+    table = json.loads((output / "methods_table.json").read_text())
     scratch = next(r for r in table["records"] if r["row"] == "scratch")
     # The reference line is the scratch row, trained again with the same seed.
     assert payload["scratch_accuracy"] == pytest.approx(scratch["accuracy"], abs=0.01)
@@ -98,4 +98,4 @@ def test_sweeps_quick_reuses_the_cache_and_plots(quick_run):
 
 def test_unknown_row_id_is_rejected():
     with pytest.raises(SystemExit, match="Unknown row ids"):
-        results_table.main(["--quick", "--rows", "no-such-row"])
+        methods_table.main(["--quick", "--rows", "no-such-row"])

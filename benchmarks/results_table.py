@@ -553,8 +553,13 @@ def write_report(path: Path, summary: dict, choices: dict, picks: dict, plan: Pl
         f"on/off, learning rate; the student alone over every learning rate x augmentation "
         f"in the race) with {plan.tune_trials} distilled trials of {plan.tune_epochs} epochs "
         f"on the {plan.labelled:,} labelled images (a search on all images did not fit the "
-        "budget), validation data the validation split; its pick was then retrained with "
-        f"every seed in each setting at `short` epochs.",
+        "budget; `tune` takes no unlabelled transfer set, so in (b) it never sees the "
+        "unlabelled images), validation data the validation split; its pick was then "
+        "retrained with every seed in each setting at `short` epochs.",
+        "- Target check: a distilled row beats a baseline *beyond noise* when the mean "
+        "difference exceeds 2 x the larger of the two rows' seed std; it closes the gap by "
+        "(distilled - baseline) / (teacher - baseline); the target needs both, 3 seeds, a "
+        "gap of at least 3 points and the strongest student alone as the baseline.",
         f"- Seeds {', '.join(map(str, plan.seeds))} (student initial weights and batch order); "
         "mean ± sample std. Seed 0's runs are the selection runs.",
         "",

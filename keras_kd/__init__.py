@@ -9,6 +9,11 @@ from keras_kd import schedules
 from keras_kd.augment import CutMix
 from keras_kd.augment import MixUp
 from keras_kd.cache import TeacherCache
+from keras_kd.causal_lm import OnPolicyBatches
+from keras_kd.causal_lm import check_causal_lm_pair
+from keras_kd.causal_lm import continuation_batch
+from keras_kd.causal_lm import generate_tokens
+from keras_kd.causal_lm import sequence_level_dataset
 from keras_kd.cache import cache_storage_bytes
 from keras_kd.cache import cache_teacher_outputs
 from keras_kd.cache import load_teacher_cache
@@ -52,6 +57,7 @@ __all__ = [
     "AttentionTransfer",
     "CutMix",
     "MixUp",
+    "OnPolicyBatches",
     "DecoupledKD",
     "DistillationKLDivergence",
     "DistillationReport",
@@ -75,10 +81,13 @@ __all__ = [
     "UNLABELED",
     "cache_storage_bytes",
     "cache_teacher_outputs",
+    "check_causal_lm_pair",
+    "continuation_batch",
     "augment",
     "callbacks",
     "distillation_kl_divergence",
     "export",
+    "generate_tokens",
     "load_teacher_cache",
     "mix_transfer_set",
     "quantization_aware",
@@ -87,6 +96,7 @@ __all__ = [
     "report",
     "run_tflite",
     "schedules",
+    "sequence_level_dataset",
     "soft_targets_log_probabilities",
     "tune",
 ]

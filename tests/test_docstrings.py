@@ -27,6 +27,7 @@ MODULES = [
     "keras_kd.tuning",
     "keras_kd.io_utils",
     "keras_kd.quantization",
+    "keras_kd.causal_lm",
 ]
 
 

@@ -35,6 +35,8 @@ from keras_kd.losses import DistillationKLDivergence
 from keras_kd.quantization import ActivationQuantizer
 from keras_kd.quantization import QuantizedKernel
 from keras_kd.quantization import quantization_aware
+from keras_kd.divergences import distillation_divergence
+from keras_kd.divergences import divergence_from_log_probabilities
 from keras_kd.losses import distillation_kl_divergence
 from keras_kd.losses import soft_targets_log_probabilities
 from keras_kd.report import DistillationReport
@@ -85,7 +87,9 @@ __all__ = [
     "continuation_batch",
     "augment",
     "callbacks",
+    "distillation_divergence",
     "distillation_kl_divergence",
+    "divergence_from_log_probabilities",
     "export",
     "generate_tokens",
     "load_teacher_cache",

@@ -64,14 +64,26 @@ def as_label_array(labels) -> Optional[np.ndarray]:
     return None
 
 
-def check_label_array(labels, classes: Optional[int], argument: str) -> Optional[str]:
+def _positions_text(positions: int, last: Optional[str] = None) -> str:
+    """A label shape in words: `(N,)`, `(N, sequence)`, `(N, 5)`, ..."""
+    axes = ["N"] + (["sequence"] if positions == 2 else [f"d{i}" for i in range(1, positions)])
+    if last is not None:
+        axes.append(last)
+    return "(N,)" if len(axes) == 1 else "(" + ", ".join(axes) + ")"
+
+
+def check_label_array(
+    labels, classes: Optional[int], argument: str, output_rank: int = 2
+) -> Optional[str]:
     """Raises a `ValueError` for labels the student cannot learn from.
 
     Returns `"sparse"` or `"one_hot"` (None when nothing could be checked).
     Accepted: integer class indices in `[0, classes)` or `UNLABELED`, shaped
     `(N,)` or `(N, 1)` (as `keras.datasets.cifar10` ships them), integral
     floats, and one-hot (or soft) rows of width `classes` with finite,
-    non-negative values.
+    non-negative values. For a student whose outputs have rank
+    `output_rank > 2` (e.g. `(N, sequence, vocabulary)`), one label per
+    position: `(N, sequence)`, or one-hot `(N, sequence, classes)`.
     """
     array = as_label_array(labels)
     if array is None:
@@ -88,10 +100,12 @@ def check_label_array(labels, classes: Optional[int], argument: str) -> Optional
         )
     if array.size == 0:
         return None
+    positions = max(1, output_rank - 1)
     one_hot_width = classes if classes is not None else (
-        array.shape[1] if array.ndim == 2 and array.shape[1] > 1 else None
+        array.shape[-1] if array.ndim == positions + 1 and array.shape[-1] > 1 else None
     )
-    if one_hot_width is not None and array.ndim == 2 and array.shape[1] == one_hot_width and one_hot_width > 1:
+    if (one_hot_width is not None and array.ndim == positions + 1
+            and array.shape[-1] == one_hot_width and one_hot_width > 1):
         finite = np.isfinite(array)
         if not finite.all() or (array < 0).any():
             bad = array[~finite] if not finite.all() else array[array < 0]
@@ -100,12 +114,13 @@ def check_label_array(labels, classes: Optional[int], argument: str) -> Optional
                 f"non-negative. Received a value {_plain(bad.ravel()[0])!r}."
             )
         return "one_hot"
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1:
-        expected = "(N,) or (N, 1)"
+    if array.ndim == positions + 1 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != positions:
+        expected = f"{_positions_text(positions)} or {_positions_text(positions, '1')}"
         if classes is not None:
-            expected += f", or one-hot rows shaped (N, {classes}) for the student's {classes} outputs"
+            expected += (f", or one-hot rows shaped {_positions_text(positions, str(classes))} "
+                         f"for the student's {classes} outputs")
         raise ValueError(
             f"Labels in `{argument}` must be class indices shaped {expected}. "
             f"Received labels of shape {array.shape}."
@@ -138,7 +153,7 @@ def all_unlabeled(labels, kind: Optional[str]) -> bool:
         return False
     if kind == "one_hot":
         return not bool((np.abs(array).sum(axis=-1) > 0).any())
-    return not bool((array.reshape(len(array), -1)[:, 0] >= 0).any())
+    return not bool((array >= 0).any())
 
 
 def check_sample_weight_array(sample_weight, argument: str = "sample_weight") -> None:
@@ -177,7 +192,9 @@ def check_class_weight(class_weight) -> None:
             )
 
 
-def check_dataset_labels(dataset, classes: Optional[int], argument: str, need_labels: bool) -> None:
+def check_dataset_labels(
+    dataset, classes: Optional[int], argument: str, need_labels: bool, output_rank: int = 2
+) -> None:
     """Checks a `tf.data.Dataset`'s label spec before the step is traced.
 
     Errors raised while tracing come wrapped in a graph traceback; these
@@ -205,19 +222,21 @@ def check_dataset_labels(dataset, classes: Optional[int], argument: str, need_la
     shape = label_spec.shape
     if shape.rank is None or classes is None:
         return
-    # Batched (rank 1 sparse, rank 2 one-hot or (batch, 1)).
-    if shape.rank == 2 and shape[-1] not in (None, 1, classes):
+    # Batched: one index per position (rank P), or (..., 1) / one-hot (rank P + 1).
+    positions = max(1, output_rank - 1)
+    index_shape = "(batch" + ", sequence" * (positions - 1) + ")"
+    if shape.rank == positions + 1 and shape[-1] not in (None, 1, classes):
         raise ValueError(
-            f"Labels in `{argument}` must be class indices shaped (batch,) or "
-            f"(batch, 1), or one-hot rows shaped (batch, {classes}) for the "
-            f"student's {classes} outputs. Received labels of shape "
+            f"Labels in `{argument}` must be class indices shaped {index_shape} or "
+            f"{index_shape[:-1]}, 1), or one-hot rows shaped {index_shape[:-1]}, {classes}) "
+            f"for the student's {classes} outputs. Received labels of shape "
             f"{tuple(shape)}."
         )
-    if shape.rank > 2:
+    if shape.rank > positions + 1:
         raise ValueError(
             f"Labels in `{argument}` must be class indices or one-hot rows "
-            f"(rank 1 or 2). Received labels of shape {tuple(shape)}; batch "
-            "the dataset (`dataset.batch(n)`) and check its labels."
+            f"(rank {positions} or {positions + 1}). Received labels of shape "
+            f"{tuple(shape)}; batch the dataset (`dataset.batch(n)`) and check its labels."
         )
 
 
@@ -409,7 +428,7 @@ def sanitize_teacher_outputs(outputs: list, probabilities: bool):
         zero = tf.zeros((), tf.float32)
         return outputs, zero, zero
     safe = [
-        tf.where(bad_rows[:, None], tf.zeros_like(output), output) for output in outputs
+        tf.where(bad_rows[..., None], tf.zeros_like(output), output) for output in outputs
     ]
     nonfinite = tf.reduce_sum(tf.cast(bad_rows, tf.float32))
     wrong = (

@@ -15,9 +15,11 @@ from keras.src.utils import tracking
 
 from keras_kd import augment as augment_lib
 from keras_kd import checks
+from keras_kd import divergences
 from keras_kd import features as features_lib
 from keras_kd import keras_distillation as keras_distillation_lib
 from keras_kd import losses
+from keras_kd import positions as positions_lib
 from keras_kd import terms as terms_lib
 
 TEACHER_LOGITS_KEY = "teacher_logits"
@@ -694,6 +696,9 @@ class Distiller(keras.Model):
         temperature: Optional[float] = None,
         distillation_terms: Optional[Sequence[terms_lib.DistillationTerm]] = None,
         teacher_reduction: str = "mean_probabilities",
+        divergence: str = "forward_kl",
+        jsd_beta: float = 0.5,
+        chunk_size: Union[int, str, None] = "auto",
         weighted_metrics=None,
         run_eagerly: bool = False,
         steps_per_execution: int = 1,
@@ -746,6 +751,17 @@ class Distiller(keras.Model):
                 `LogitsDistillation`).
             teacher_reduction: How several teachers are combined:
                 `"mean_probabilities"` (default) or `"mean_kl"`.
+            divergence: The soft-target divergence: `"forward_kl"`
+                (default, Hinton's), `"reverse_kl"` (MiniLLM), `"jsd"` (GKD's
+                generalized JSD, with `jsd_beta`) or `"tvd"`; see
+                `keras_kd.divergences`. Any of them works for classifiers
+                and sequence models.
+            jsd_beta: The teacher's weight in the JSD's mixture, in `(0, 1)`.
+                Defaults to `0.5`.
+            chunk_size: Rows (tokens) per chunk of the soft-target loss, so
+                that a large vocabulary does not hold several float32 copies
+                of tokens x vocabulary at once. `"auto"` (default) chunks
+                only batches of more than about 4M logits; `None` never.
             weighted_metrics: As in `keras.Model.compile`.
             run_eagerly: As in `keras.Model.compile`.
             steps_per_execution: As in `keras.Model.compile`.
@@ -784,6 +800,16 @@ class Distiller(keras.Model):
             )
         if loss is not None:
             student_loss_fn = keras_distillation_lib.student_loss_from_keras(loss)
+        divergence, jsd_beta = divergences.check_divergence(divergence, jsd_beta)
+        chunk_size = divergences.check_chunk_size(chunk_size)
+        if keras_style and (divergence, jsd_beta) != ("forward_kl", 0.5):
+            raise ValueError(
+                "This distiller was created the keras.distillation way "
+                "(`distillation_losses=...`), whose `LogitsDistillation` is a "
+                "forward KL; `compile(divergence=...)` sets keras_kd's own "
+                f"soft-target term. Received: divergence={divergence!r}. Create "
+                "the Distiller without `distillation_losses`."
+            )
         if keras_style:
             governed = (
                 ("alpha", alpha, f"`student_loss_weight` ({self.student_loss_weight:g}, "
@@ -887,6 +913,9 @@ class Distiller(keras.Model):
                     loss_fn=distillation_loss_fn,
                     teacher_weights=self.teacher_weights,
                     teacher_reduction=teacher_reduction,
+                    divergence=divergence,
+                    jsd_beta=jsd_beta,
+                    chunk_size=chunk_size,
                     loss_weight=1.0 - alpha_value,
                     name="distillation_loss",
                 )
@@ -920,6 +949,9 @@ class Distiller(keras.Model):
         )
         if not keras_style:
             compile_config.update(
+                divergence=divergence,
+                jsd_beta=jsd_beta,
+                chunk_size=chunk_size,
                 distillation_loss_fn=distillation_loss_fn,
                 # From the distiller's student_loss_weight: not repeated here.
                 alpha=None if self.student_loss_weight is not None else alpha_value,
@@ -981,7 +1013,10 @@ class Distiller(keras.Model):
     def _check_evaluation_data(self, x, y, sample_weight) -> None:
         """Host checks of `evaluate`'s data: it scores against labels."""
         if isinstance(x, tf.data.Dataset):
-            checks.check_dataset_labels(x, self._student_classes(), "x", need_labels=True)
+            checks.check_dataset_labels(
+                x, self._student_classes(), "x", need_labels=True,
+                output_rank=self._student_output_rank(),
+            )
         elif y is None and not isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)) and (
             checks.as_label_array(x) is not None or isinstance(x, dict)
         ):
@@ -999,6 +1034,14 @@ class Distiller(keras.Model):
 
     def _student_classes(self) -> Optional[int]:
         return _output_classes(self.student)
+
+    def _student_output_rank(self) -> int:
+        """Rank of the student's outputs: 2 for a classifier, 3 for an LM."""
+        try:
+            shape = self.student.output_shape
+        except (AttributeError, ValueError, RuntimeError):
+            return 2
+        return len(shape) if isinstance(shape, tuple) and len(shape) >= 2 else 2
 
     def _add_health_check(self, args: tuple, kwargs: dict, position: int):
         """Adds the HealthCheck to `callbacks`, given by keyword or at
@@ -1127,7 +1170,8 @@ class Distiller(keras.Model):
                 checks.check_sample_weight_array(validation_data[2], "validation_data")
         elif isinstance(validation_data, tf.data.Dataset):
             checks.check_dataset_labels(
-                validation_data, self._student_classes(), "validation_data", need_labels=True
+                validation_data, self._student_classes(), "validation_data",
+                need_labels=True, output_rank=self._student_output_rank(),
             )
         args, kwargs = self._add_health_check(args, kwargs, position=2)
         return super().fit(x, y, batch_size, *args, **kwargs)
@@ -1144,7 +1188,10 @@ class Distiller(keras.Model):
 
     def _check_training_data(self, x, y, sample_weight, class_weight) -> None:
         if isinstance(x, tf.data.Dataset):
-            checks.check_dataset_labels(x, self._student_classes(), "x", need_labels=False)
+            checks.check_dataset_labels(
+                x, self._student_classes(), "x", need_labels=False,
+                output_rank=self._student_output_rank(),
+            )
         kind = self._check_label_array(y, "y")
         checks.check_sample_weight_array(sample_weight)
         checks.check_class_weight(class_weight)
@@ -1165,7 +1212,9 @@ class Distiller(keras.Model):
         )
 
     def _check_label_array(self, labels, argument: str) -> Optional[str]:
-        return checks.check_label_array(labels, self._student_classes(), argument)
+        return checks.check_label_array(
+            labels, self._student_classes(), argument, self._student_output_rank()
+        )
 
     # ----------------------------------------------------------------- the step
 
@@ -1243,6 +1292,8 @@ class Distiller(keras.Model):
         """
         if cached_logits is not None:
             outputs = cached_logits if isinstance(cached_logits, (list, tuple)) else [cached_logits]
+            if any(divergences.is_top_k(o) for o in outputs):
+                return self._top_k_teacher_logits(outputs)
         elif self.teachers:
             outputs = [teacher(student_inputs, training=False) for teacher in self.teachers]
         else:
@@ -1262,9 +1313,42 @@ class Distiller(keras.Model):
             outputs = [ops.log(ops.maximum(o, 1e-30)) for o in outputs]
         return outputs, {"nonfinite_teacher": nonfinite, "not_probabilities": not_probabilities}
 
+    def _top_k_teacher_logits(self, outputs: list):
+        """Cached teacher logits in top-k form (`{"values", "indices",
+        "tail"}`), left compact: the soft-target term rebuilds them chunk by
+        chunk. A row with a non-finite value is counted and zeroed."""
+        if self.teacher_outputs == "probabilities" or not all(
+            divergences.is_top_k(o) for o in outputs
+        ):
+            raise ValueError(
+                "Top-k cached teacher logits ({'values', 'indices', 'tail'}) "
+                "must be logits, and every cached teacher must use that form. "
+                f"Received teacher_outputs={self.teacher_outputs!r} and cached "
+                f"outputs of types {[type(o).__name__ for o in outputs]}."
+            )
+        safe, bad_rows = [], None
+        for output in outputs:
+            values = ops.cast(ops.stop_gradient(output["values"]), "float32")
+            tail = ops.cast(ops.stop_gradient(output["tail"]), "float32")
+            bad = ops.logical_or(
+                ops.any(ops.logical_not(ops.isfinite(values)), axis=-1),
+                ops.logical_not(ops.isfinite(tail)),
+            )
+            bad_rows = bad if bad_rows is None else ops.logical_or(bad_rows, bad)
+            safe.append({"values": values, "indices": output["indices"], "tail": tail})
+        for output in safe:
+            output["values"] = ops.where(bad_rows[..., None], 0.0, output["values"])
+            output["tail"] = ops.where(bad_rows, 0.0, output["tail"])
+        zero = ops.zeros((), "float32")
+        nonfinite = ops.sum(ops.cast(bad_rows, "float32"))
+        return safe, {"nonfinite_teacher": nonfinite, "not_probabilities": zero}
+
     def _check_shapes(self, student_logits, teacher_logits: list) -> None:
         classes = student_logits.shape[-1]
+        positions_lib.check_same_positions(student_logits, teacher_logits)
         for index, logits in enumerate(teacher_logits):
+            if divergences.is_top_k(logits):
+                continue
             if logits.shape[-1] is not None and classes is not None and logits.shape[-1] != classes:
                 raise ValueError(
                     "`teacher` and `student` must output the same number of "
@@ -1303,6 +1387,7 @@ class Distiller(keras.Model):
     def _compute_terms(
         self, terms, student_logits, teacher_logits, labels, label_mask, sample_weight,
         student_features=None, teacher_features=None, label_mixing=None,
+        row_weight=None,
     ):
         """Averages each term over the *global* batch and adds them up.
 
@@ -1313,10 +1398,17 @@ class Distiller(keras.Model):
         Terms that need labels are averaged over the labeled examples only;
         with `label_mixing=(partner_labels, weight)` (a mixed batch) such a
         term is `weight * term(labels) + (1 - weight) * term(partner_labels)`.
+        With `row_weight` (sequence outputs flattened to one row per token,
+        see `keras_kd.positions`) each term is the weighted mean over the
+        rows: `sum(w * loss) / sum(w)`.
         """
         batch_size = ops.cast(ops.shape(student_logits)[0], "float32")
-        example_weight = ops.ones_like(student_logits[:, 0], dtype="float32")
-        if sample_weight is not None:
+        if row_weight is not None:
+            example_weight = row_weight
+            batch_size = ops.sum(row_weight)
+        else:
+            example_weight = ops.ones_like(student_logits[:, 0], dtype="float32")
+        if sample_weight is not None and row_weight is None:
             example_weight = example_weight * ops.reshape(
                 ops.cast(sample_weight, "float32"), (-1,)
             )
@@ -1345,7 +1437,8 @@ class Distiller(keras.Model):
                 )
             weight, count = example_weight, batch_size
             if term.requires_labels:
-                weight, count = weight * label_mask, ops.sum(label_mask)
+                weight = weight * label_mask
+                count = ops.sum(label_mask) if row_weight is None else ops.sum(weight)
             active_terms.append(term)
             sums.append(ops.sum(ops.cast(per_example, "float32") * weight))
             counts.append(count)
@@ -1391,8 +1484,10 @@ class Distiller(keras.Model):
         With `augment=True` (training steps) the distiller's augmentation
         makes the one view that the teachers and the student see.
 
-        Returns `(student_logits, labels, label_mask, loss_share, total,
-        term_means, problems)`; see `_compute_terms`; `problems` is the
+        Returns `(student_logits, labels, label_mask, sample_weight,
+        loss_share, total, term_means, problems)`; see `_compute_terms`;
+        `sample_weight` is one weight per row of `student_logits` (for
+        sequence outputs, per token) or `None`; `problems` is the
         `checks.counts_vector` of this replica's bad examples. For a mixed
         batch, `labels` and `label_mask` are those the metrics score.
         """
@@ -1407,8 +1502,15 @@ class Distiller(keras.Model):
             student_inputs, training=training
         )
         self._check_shapes(student_logits, teacher_logits)
-        labels, label_mask, invalid_labels = self._prepare_labels(y, student_logits)
         sample_weight, invalid_weights = checks.sanitize_sample_weight(sample_weight)
+        row_weight = None
+        if positions_lib.is_sequence(student_logits):
+            self._check_sequence_terms(mixing, student_features, teacher_features)
+            student_logits, teacher_logits, y, row_weight = self._flatten_positions(
+                student_logits, teacher_logits, y, sample_weight, student_inputs
+            )
+            sample_weight = row_weight
+        labels, label_mask, invalid_labels = self._prepare_labels(y, student_logits)
         label_mixing = None
         metric_labels, metric_mask = labels, label_mask
         if mixing is not None and labels is not None:
@@ -1419,28 +1521,68 @@ class Distiller(keras.Model):
         loss_share, total, term_means = self._compute_terms(
             self.terms, student_logits, teacher_logits, labels, label_mask,
             sample_weight, student_features, teacher_features, label_mixing,
+            row_weight=row_weight,
         )
         loss_share, total = self._add_regularization(loss_share, total)
         problems = checks.counts_vector(
             invalid_labels=invalid_labels,
             invalid_weights=invalid_weights,
-            weighted_examples=self._weighted_examples(student_logits, labels, label_mask),
+            weighted_examples=self._weighted_examples(
+                student_logits, labels, label_mask, row_weight
+            ),
             **teacher_problems,
         )
-        return (student_logits, metric_labels, metric_mask, loss_share, total, term_means,
-                problems)
+        if row_weight is not None and metric_mask is not None:
+            # Padding is no example for the metrics either.
+            metric_mask = metric_mask * ops.cast(row_weight > 0, "float32")
+        return (student_logits, metric_labels, metric_mask, sample_weight, loss_share, total,
+                term_means, problems)
 
-    def _weighted_examples(self, student_logits, labels, label_mask):
+    def _check_sequence_terms(self, mixing, student_features, teacher_features) -> None:
+        """What sequence outputs do not support yet, refused by name."""
+        if mixing is not None:
+            raise ValueError(
+                "`augmentation` mixes whole examples, and this student's outputs "
+                "have position axes (e.g. tokens): mixing token ids makes no "
+                f"sense. Received augmentation={self.augmentation!r}."
+            )
+        if student_features or teacher_features:
+            names = [t.name for t in self.terms if t.student_feature_names or t.teacher_feature_names]
+            raise ValueError(
+                "Feature terms compare one feature map per example; with "
+                "outputs that have position axes (e.g. tokens) they are not "
+                f"supported yet. Received feature terms {names}."
+            )
+
+    def _flatten_positions(self, student_logits, teacher_logits, y, sample_weight, inputs):
+        """Sequence outputs as rows: `(student, teachers, labels, row_weight)`.
+
+        See `keras_kd.positions`: every row (token) weighs `sample_weight`
+        times the inputs' `padding_mask`; the terms average over that weight.
+        """
+        row_weight = positions_lib.row_weights(
+            student_logits, sample_weight, positions_lib.padding_mask(inputs)
+        )
+        labels = positions_lib.flatten_labels(y, student_logits)
+        classes = student_logits.shape[-1]
+        teacher_logits = [positions_lib.flatten_rows(t, classes) for t in teacher_logits]
+        return positions_lib.flatten_rows(student_logits), teacher_logits, labels, row_weight
+
+    def _weighted_examples(self, student_logits, labels, label_mask, row_weight=None):
         """Sum over the terms of `loss_weight` times the examples they see:
         zero for a whole epoch means nothing was trained (e.g. alpha=1 on
         unlabeled data)."""
         batch_size = ops.cast(ops.shape(student_logits)[0], "float32")
+        if row_weight is not None:
+            batch_size = ops.sum(row_weight)
         total = ops.zeros((), "float32")
         for term in self.terms:
             if term.requires_labels:
                 if labels is None:
                     continue
-                count = ops.sum(label_mask)
+                count = ops.sum(
+                    label_mask if row_weight is None else label_mask * row_weight
+                )
             else:
                 count = batch_size
             total = total + term.loss_weight.value * count
@@ -1470,15 +1612,14 @@ class Distiller(keras.Model):
             y = ops.convert_to_tensor(y)
         values = self._forward(x, y, sample_weight, training)
         checks.raise_for_eager_problems(self, values[-1])
-        return values[5]
+        return values[6]
 
     def train_step(self, data):
         self._require_compiled()
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            student_logits, labels, label_mask, loss_share, total, term_means, problems = (
-                self._forward(x, y, sample_weight, training=True, augment=True)
-            )
+            (student_logits, labels, label_mask, sample_weight, loss_share, total, term_means,
+             problems) = self._forward(x, y, sample_weight, training=True, augment=True)
             scaled_loss = self.optimizer.scale_loss(loss_share)
         trainable_weights = self.trainable_weights
         gradients = tape.gradient(scaled_loss, trainable_weights)
@@ -1514,16 +1655,25 @@ class Distiller(keras.Model):
                 "`evaluate` scores the student against labels, but the data "
                 "has none: pass `(x, y)` batches."
             )
-        labels, label_mask, invalid_labels = self._prepare_labels(y, student_logits)
         sample_weight, invalid_weights = checks.sanitize_sample_weight(sample_weight)
+        row_weight = None
+        if positions_lib.is_sequence(student_logits):
+            student_logits, _, y, row_weight = self._flatten_positions(
+                student_logits, [], y, sample_weight, student_inputs
+            )
+            sample_weight = row_weight
+        labels, label_mask, invalid_labels = self._prepare_labels(y, student_logits)
         self._update_health(
             checks.counts_vector(invalid_labels=invalid_labels, invalid_weights=invalid_weights)
         )
         # Evaluation is the student's own business: its loss at T = 1, no teacher.
         hard_term = self.terms[0]
         _, _, term_means = self._compute_terms(
-            [hard_term], student_logits, [], labels, label_mask, sample_weight
+            [hard_term], student_logits, [], labels, label_mask, sample_weight,
+            row_weight=row_weight,
         )
+        if row_weight is not None:
+            label_mask = label_mask * ops.cast(row_weight > 0, "float32")
         logs = {}
         if labels is not None:
             self._loss_tracker.update_state(

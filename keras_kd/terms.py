@@ -12,12 +12,12 @@ or the trainable adapter of a hint loss. They compute in float32.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import keras
 from keras import ops
 
-from keras_kd import losses
+from keras_kd import divergences, losses
 
 
 def _validate_loss_weight(value, argument: str = "loss_weight") -> float:
@@ -216,6 +216,12 @@ class HintonKD(_UserLossMixin, _TemperedTerm):
             example (e.g. `keras.losses.KLDivergence()`).
         teacher_weights: One weight per teacher; `None` for equal weights.
         teacher_reduction: `"mean_probabilities"` (default) or `"mean_kl"`.
+        divergence: `"forward_kl"` (default, Hinton's), `"reverse_kl"`,
+            `"jsd"` or `"tvd"`; see `keras_kd.divergences`.
+        jsd_beta: The teacher's weight in the JSD's mixture, in `(0, 1)`.
+        chunk_size: Rows (tokens) per chunk of the loss: `"auto"` (default)
+            chunks only when a batch holds more than about 4M logits (large
+            vocabularies), `None` never, an integer that many rows.
         loss_weight: The term's weight. Defaults to `1.0`.
         name: Logged name. Defaults to `"distillation_loss"`.
 
@@ -234,6 +240,9 @@ class HintonKD(_UserLossMixin, _TemperedTerm):
         loss_fn=None,
         teacher_weights: Optional[Sequence[float]] = None,
         teacher_reduction: str = "mean_probabilities",
+        divergence: str = "forward_kl",
+        jsd_beta: float = 0.5,
+        chunk_size: Union[int, str, None] = "auto",
         loss_weight: float = 1.0,
         name: str = "distillation_loss",
         **kwargs,
@@ -245,6 +254,13 @@ class HintonKD(_UserLossMixin, _TemperedTerm):
             raise ValueError(
                 f"`teacher_reduction` must be one of {losses.TEACHER_REDUCTIONS}. "
                 f"Received: teacher_reduction={teacher_reduction!r}."
+            )
+        self.divergence, self.jsd_beta = divergences.check_divergence(divergence, jsd_beta)
+        self.chunk_size = divergences.check_chunk_size(chunk_size)
+        if loss_fn is not None and self.divergence != "forward_kl":
+            raise ValueError(
+                "`loss_fn` and `divergence` both define the soft-target loss; "
+                f"pass one. Received: loss_fn={loss_fn!r}, divergence={divergence!r}."
             )
         self.teacher_reduction = teacher_reduction
         self.teacher_weights = (
@@ -262,12 +278,15 @@ class HintonKD(_UserLossMixin, _TemperedTerm):
     ):
         temperature = self._temperature.value
         if self._per_example_loss_fn is None:
-            return losses.distillation_kl_divergence(
+            return divergences.distillation_divergence(
                 teacher_logits,
                 student_logits,
                 temperature,
+                divergence=self.divergence,
+                jsd_beta=self.jsd_beta,
                 teacher_weights=self.teacher_weights,
                 teacher_reduction=self.teacher_reduction,
+                chunk_size=self.chunk_size,
             )
         target = ops.exp(
             losses.soft_targets_log_probabilities(
@@ -283,6 +302,9 @@ class HintonKD(_UserLossMixin, _TemperedTerm):
         config.update(
             teacher_weights=self.teacher_weights,
             teacher_reduction=self.teacher_reduction,
+            divergence=self.divergence,
+            jsd_beta=self.jsd_beta,
+            chunk_size=self.chunk_size,
         )
         return config
 

@@ -27,6 +27,8 @@ MODULES = [
     "keras_kd.tuning",
     "keras_kd.io_utils",
     "keras_kd.quantization",
+    "keras_kd.divergences",
+    "keras_kd.positions",
     "keras_kd.causal_lm",
 ]
 

@@ -1,0 +1,48 @@
+"""Two replicas with uneven padding per replica give the one-device result.
+
+Every term of a sequence model is a mean over the real tokens of the
+*global* batch; see `tests/sequence_distribute_worker.py` for the data.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    output = tmp_path_factory.mktemp("sequence_distribute") / "results.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "sequence_distribute_worker.py"), str(output)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return json.loads(output.read_text())
+
+
+def test_two_replicas_really_ran(results):
+    assert results["replicas"] == 2
+
+
+@pytest.mark.parametrize("scenario", ["forward_kl", "jsd_chunked"])
+def test_uneven_padding_per_replica_matches_one_device(results, scenario):
+    one, mirrored = results[scenario]["one"], results[scenario]["mirrored"]
+    for expected, actual in zip(one["weights"], mirrored["weights"]):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    assert set(one["history"]) == {"loss", "student_loss", "distillation_loss", "acc"}
+    for name, values in one["history"].items():
+        np.testing.assert_allclose(mirrored["history"][name], values, rtol=1e-5, err_msg=name)
+    for name, value in one["evaluate"].items():
+        np.testing.assert_allclose(mirrored["evaluate"][name], value, rtol=1e-5, err_msg=name)
+    # The run learned something: weights moved away from their start.
+    assert one["history"]["loss"][-1] < one["history"]["loss"][0]

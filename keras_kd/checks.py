@@ -297,9 +297,16 @@ def _probe_inputs(model: keras.Model):
             return None
         structure = inputs[0]
     rng = np.random.default_rng(0)
+    # Sequence inputs (e.g. 512 token ids) make outputs of rows x sequence x
+    # vocabulary: two rows are enough to see what the model outputs.
+    per_example = max(
+        int(np.prod([8 if d is None else d for d in t.shape[1:]]))
+        for t in keras.tree.flatten(structure)
+    )
+    rows = _PROBE_ROWS if per_example <= 4096 else 2
 
     def make(tensor):
-        shape = tuple(_PROBE_ROWS if i == 0 else (8 if d is None else d)
+        shape = tuple(rows if i == 0 else (8 if d is None else d)
                       for i, d in enumerate(tensor.shape))
         dtype = keras.backend.standardize_dtype(tensor.dtype)
         if "int" in dtype:
@@ -332,8 +339,13 @@ def probe_outputs(model: keras.Model) -> Optional[np.ndarray]:
     flat = keras.tree.flatten(outputs)
     if len(flat) != 1:
         return None
-    values = np.asarray(ops.convert_to_numpy(flat[0]), dtype=np.float64)
-    return values if values.ndim >= 2 else None
+    output = flat[0]
+    if len(output.shape) < 2:
+        return None
+    # At most 64 rows of the last axis, in float64: a vocabulary of 256k
+    # over every probe position would take gigabytes.
+    rows = ops.reshape(output, (-1, output.shape[-1]))[:64]
+    return np.asarray(ops.convert_to_numpy(rows), dtype=np.float64)
 
 
 def rows_are_probabilities(values: np.ndarray) -> bool:

@@ -485,6 +485,21 @@ class Distiller(keras.Model):
     in inference mode); set it back to train a teacher again. A teacher may
     not share weights with the student, nor be the student.
 
+    Outputs of any rank: a student (and teachers) may output `(batch, ...,
+    classes)`, e.g. `(batch, sequence, vocabulary)` for a causal language
+    model. Labels are then one class index per position (`-1`: no label,
+    e.g. prompt tokens, which get the soft-target loss only), and every term
+    is the mean over the *real* positions of the global batch: each position
+    weighs its `sample_weight` (per position, as keras-hub's
+    `CausalLMPreprocessor` yields it, or per example) times the inputs'
+    `padding_mask` when the inputs are a dict that has one
+    (`keras_kd.positions`). Cached teacher logits may be dense or in top-k
+    form (`{"values", "indices", "tail"}`, one row per position). With an
+    optimizer's `gradient_accumulation_steps=k`, Keras averages the `k`
+    micro-batch gradients, each a mean over its own real tokens: equal to
+    one `k`-times-larger batch only when the micro-batches hold equal numbers
+    of real tokens (pack sequences to make them so).
+
     Bad inputs are refused, never trained on silently: label and sample
     weight arrays are checked before training; in a step (a `tf.data`
     pipeline, where in-graph asserts would vanish under XLA), a batch with

@@ -52,12 +52,14 @@ from keras_kd import text_datasets  # noqa: E402
 OUTPUT = ROOT / "benchmarks" / "results" / "lm_distillation.md"
 CACHE = ROOT / "benchmarks" / ".cache"
 TEACHER_LEARNING_RATE = 1e-3
+TEACHER_BATCH_SIZE = 32
 LEARNING_RATES = (1e-3, 3e-3, 1e-2)
 ALPHAS = (0.0, 0.5)
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 JSD_BETA = 0.5
 LMBDA = 0.5
 PROMPT = b"    def __init__(self, "
+SAMPLE_TOKENS = 100
 
 
 def teacher_model(corpus, steps: int, batch_size: int, log):
@@ -162,8 +164,8 @@ def main(argv=None):
                         help="Train and cache the teacher, then stop.")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--teacher-steps", type=int, default=1000)
-    parser.add_argument("--student-steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--student-steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--eval-windows", type=int, default=2048)
     args = parser.parse_args(argv)
     if args.quick:
@@ -180,7 +182,8 @@ def main(argv=None):
     log(f"corpus: the standard library source under {lm.STDLIB or 'sysconfig stdlib'} "
         f"({len(text_datasets.python_source_files(lm.STDLIB))} files), bytes: "
         + ", ".join(f"{k} {len(v):,}" for k, v in corpus.items()))
-    teacher, teacher_rate = teacher_model(corpus, args.teacher_steps, args.batch_size, log)
+    teacher, teacher_rate = teacher_model(corpus, args.teacher_steps,
+                                          8 if args.quick else TEACHER_BATCH_SIZE, log)
     if args.teacher_only:
         return
     runner = Runner(corpus, teacher, args.student_steps, args.batch_size, args.eval_windows, log)
@@ -207,7 +210,7 @@ def main(argv=None):
                                          divergence=divergence)
             results.setdefault(label, []).append(result)
             if seed == 0:
-                samples[label] = lm.sample(student, PROMPT, 120, seed=0)
+                samples[label] = lm.sample(student, PROMPT, SAMPLE_TOKENS, seed=0)
     by_divergence = {d: results[f"distilled, {d}"][0]["validation"] for d in DIVERGENCES}
     on_policy_divergence = min(by_divergence, key=by_divergence.get)
     label = f"distilled on-policy (GKD, lmbda={LMBDA:g}, {on_policy_divergence})"
@@ -217,10 +220,10 @@ def main(argv=None):
                                      divergence=on_policy_divergence)
         results.setdefault(label, []).append(result)
         if seed == 0:
-            samples[label] = lm.sample(student, PROMPT, 120, seed=0)
+            samples[label] = lm.sample(student, PROMPT, SAMPLE_TOKENS, seed=0)
     log(f"chosen: learning rate {learning_rate:g} (of {LEARNING_RATES}), alpha {alpha:g} "
         f"(of {ALPHAS}), on-policy divergence {on_policy_divergence}")
-    samples = {"teacher": lm.sample(teacher, PROMPT, 120, seed=0), **samples}
+    samples = {"teacher": lm.sample(teacher, PROMPT, SAMPLE_TOKENS, seed=0), **samples}
 
     student_rate = np.mean([r["tokens_per_second"] for r in results["student alone"]])
     teacher_forward = forward_rate(teacher, runner.batches(0), args.batch_size)
@@ -283,7 +286,7 @@ def main(argv=None):
         "of the test split.",
         "",
         f"Teacher: `GPT2CausalLM` {lm.TEACHER_CONFIG}, {args.teacher_steps} steps of "
-        f"{args.batch_size} x {lm.SEQUENCE_LENGTH} bytes, Adam {TEACHER_LEARNING_RATE:g} with "
+        f"{TEACHER_BATCH_SIZE} x {lm.SEQUENCE_LENGTH} bytes, Adam {TEACHER_LEARNING_RATE:g} with "
         "warm-up and cosine decay (not tuned), cached under `benchmarks/.cache/`. Student: "
         f"{lm.STUDENT_CONFIG} ({teacher.count_params() / student_params:.1f}x fewer "
         f"parameters). Every student run: {args.student_steps} steps of {args.batch_size} x "
@@ -325,7 +328,8 @@ def main(argv=None):
         "a teacher forward pass measured separately (the cost of the models themselves); "
         "above 1.00x is the Distiller's own overhead.",
         "",
-        "## Samples (seed 0, temperature 1, prompt in bold)",
+        "## Samples (seed 0, temperature 1; each begins with the prompt "
+        f"`{PROMPT.decode()}`)",
         "",
     ]
     for label, text in samples.items():

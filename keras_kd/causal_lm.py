@@ -232,31 +232,25 @@ def _max_sequence_length(model) -> Optional[int]:
     return getattr(getattr(model, "backbone", None), "max_sequence_length", None)
 
 
-class _GenerateFunctions:
-    """One compiled generate function per (model, sampler), kept off the model.
+def _generate(model, sampler, inputs, functions: Optional[dict] = None):
+    """Runs `model`'s compiled generate function with `sampler`.
 
-    keras-hub's `CausalLM` keeps one `generate_function` for its compiled
-    sampler; this swaps ours in for the call and restores it after, so the
-    model's own `generate()` is left as it was.
+    keras-hub's `CausalLM` keeps one `generate_function`, traced with its
+    compiled sampler; ours is swapped in for the call and the model's own is
+    restored after, so its `generate()` is left as it was. `functions` (owned
+    by the caller, e.g. an `OnPolicyBatches`, so that it lives as long as the
+    model and the sampler) keeps the traced function across calls.
     """
-
-    def __init__(self):
-        self._functions = {}
-
-    def __call__(self, model, sampler, inputs):
-        key = (id(model), id(sampler))
-        own_sampler, own_function = model.sampler, model.generate_function
-        try:
-            model.sampler = sampler
-            model.generate_function = self._functions.get(key)
-            function = model.make_generate_function()
-            self._functions[key] = function
-            return function(inputs, stop_token_ids=None)
-        finally:
-            model.sampler, model.generate_function = own_sampler, own_function
-
-
-_GENERATE = _GenerateFunctions()
+    functions = {} if functions is None else functions
+    own_sampler, own_function = model.sampler, model.generate_function
+    try:
+        model.sampler = sampler
+        model.generate_function = functions.get(id(sampler))
+        function = model.make_generate_function()
+        functions[id(sampler)] = function
+        return function(inputs, stop_token_ids=None)
+    finally:
+        model.sampler, model.generate_function = own_sampler, own_function
 
 
 def generate_tokens(model, token_ids, padding_mask, sampler: Any = "random",
@@ -293,6 +287,12 @@ def generate_tokens(model, token_ids, padding_mask, sampler: Any = "random",
     >>> out.shape, out[0, :2].tolist()
     ((1, 5), [5, 6])
     """
+    return _generate_tokens(model, token_ids, padding_mask, _sampler(sampler, seed))
+
+
+def _generate_tokens(model, token_ids, padding_mask, sampler, functions=None) -> np.ndarray:
+    """`generate_tokens` with a sampler instance and the caller's cache of
+    traced functions (see `_generate`)."""
     _check_causal_lm(model, "model")
     token_ids = np.asarray(token_ids, dtype="int32")
     padding_mask = np.asarray(padding_mask, dtype=bool)
@@ -308,9 +308,8 @@ def generate_tokens(model, token_ids, padding_mask, sampler: Any = "random",
             f"Rows of {token_ids.shape[1]} tokens are longer than {model.name!r}'s "
             f"max_sequence_length={limit}. Shorten the prompt or the continuation."
         )
-    outputs = _GENERATE(
-        model, _sampler(sampler, seed),
-        {"token_ids": token_ids, "padding_mask": padding_mask},
+    outputs = _generate(
+        model, sampler, {"token_ids": token_ids, "padding_mask": padding_mask}, functions,
     )
     return np.asarray(keras.ops.convert_to_numpy(outputs["token_ids"]), dtype="int32")
 
@@ -504,6 +503,7 @@ class OnPolicyBatches(keras.utils.PyDataset):
         self.lmbda, self.prompt_length, self.max_new_tokens = float(lmbda), prompt_length, max_new_tokens
         self.seed = int(seed)
         self.sampler = _sampler(sampler, seed)
+        self._functions = {}  # the student's traced generate function, kept across batches
         self._steps = self._count_steps(data, steps)
         self._epoch, self._iterator, self._next_index = 0, None, 0
         #: Generated batches and tokens, and the seconds spent generating.
@@ -558,7 +558,7 @@ class OnPolicyBatches(keras.utils.PyDataset):
         total = self.prompt_length + self.max_new_tokens
         ids, mask, lengths = _prompts(x, self.prompt_length, total)
         start = time.perf_counter()
-        tokens = generate_tokens(self.student, ids, mask, self.sampler)
+        tokens = _generate_tokens(self.student, ids, mask, self.sampler, self._functions)
         self.stats["generation_seconds"] += time.perf_counter() - start
         self.stats["generated_batches"] += 1
         self.stats["generated_tokens"] += int(len(ids) * self.max_new_tokens)
@@ -629,7 +629,7 @@ def sequence_level_dataset(teacher, data, prompt_length: int, max_new_tokens: in
     _check_lengths(teacher, "teacher", prompt_length, max_new_tokens)
     sampler = _sampler(sampler, seed)
     total = prompt_length + max_new_tokens
-    parts, generated, seconds, width = [], 0, 0.0, None
+    parts, generated, seconds, width, functions = [], 0, 0.0, None, {}
     for batch in _batches(data):
         x, _, _ = _unpack(batch)
         length = np.asarray(x["token_ids"]).shape[1]
@@ -637,7 +637,7 @@ def sequence_level_dataset(teacher, data, prompt_length: int, max_new_tokens: in
         _check_lengths(teacher, "teacher", prompt_length, max_new_tokens, width)
         ids, mask, lengths = _prompts(x, prompt_length, total)
         start = time.perf_counter()
-        tokens = generate_tokens(teacher, ids, mask, sampler)
+        tokens = _generate_tokens(teacher, ids, mask, sampler, functions)
         seconds += time.perf_counter() - start
         generated += len(ids) * max_new_tokens
         parts.append(continuation_batch(tokens, lengths, max_new_tokens, width, labels="generated"))

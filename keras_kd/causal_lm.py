@@ -434,6 +434,18 @@ def _check_lengths(model, argument, prompt_length, max_new_tokens, sequence_leng
         )
 
 
+def _continue(model, role, x, prompt_length, max_new_tokens, width, sampler, functions, labels):
+    """`((x, y, sample_weight), seconds)`: the batch `x`'s prompts continued by
+    `model`, as `continuation_batch` lays them out in `width` columns, and the
+    seconds generation took."""
+    _check_lengths(model, role, prompt_length, max_new_tokens, width)
+    ids, mask, lengths = _prompts(x, prompt_length, prompt_length + max_new_tokens)
+    start = time.perf_counter()
+    tokens = _generate_tokens(model, ids, mask, sampler, functions)
+    seconds = time.perf_counter() - start
+    return continuation_batch(tokens, lengths, max_new_tokens, width, labels=labels), seconds
+
+
 class OnPolicyBatches(keras.utils.PyDataset):
     """GKD's mixture of data and the student's own continuations (on-policy KD).
 
@@ -552,17 +564,13 @@ class OnPolicyBatches(keras.utils.PyDataset):
         x, y, weight = _unpack(self._source(index))
         if not self.is_generated(index):
             return self._as_batch(x, y, weight)
-        token_ids = np.asarray(x["token_ids"])
-        _check_lengths(self.student, "student", self.prompt_length, self.max_new_tokens,
-                       token_ids.shape[1])
-        total = self.prompt_length + self.max_new_tokens
-        ids, mask, lengths = _prompts(x, self.prompt_length, total)
-        start = time.perf_counter()
-        tokens = _generate_tokens(self.student, ids, mask, self.sampler, self._functions)
-        self.stats["generation_seconds"] += time.perf_counter() - start
+        batch, seconds = _continue(self.student, "student", x, self.prompt_length,
+                                   self.max_new_tokens, np.shape(x["token_ids"])[1],
+                                   self.sampler, self._functions, labels="none")
+        self.stats["generation_seconds"] += seconds
         self.stats["generated_batches"] += 1
-        self.stats["generated_tokens"] += int(len(ids) * self.max_new_tokens)
-        return continuation_batch(tokens, lengths, self.max_new_tokens, token_ids.shape[1])
+        self.stats["generated_tokens"] += int(len(batch[1]) * self.max_new_tokens)
+        return batch
 
     @staticmethod
     def _as_batch(x, y, weight):
@@ -628,20 +636,16 @@ def sequence_level_dataset(teacher, data, prompt_length: int, max_new_tokens: in
     _check_causal_lm(teacher, "teacher")
     _check_lengths(teacher, "teacher", prompt_length, max_new_tokens)
     sampler = _sampler(sampler, seed)
-    total = prompt_length + max_new_tokens
     parts, generated, seconds, width, functions = [], 0, 0.0, None, {}
     for batch in _batches(data):
         x, _, _ = _unpack(batch)
-        length = np.asarray(x["token_ids"]).shape[1]
-        width = length if width is None else width
-        _check_lengths(teacher, "teacher", prompt_length, max_new_tokens, width)
-        ids, mask, lengths = _prompts(x, prompt_length, total)
-        start = time.perf_counter()
-        tokens = _generate_tokens(teacher, ids, mask, sampler, functions)
-        seconds += time.perf_counter() - start
-        generated += len(ids) * max_new_tokens
-        parts.append(continuation_batch(tokens, lengths, max_new_tokens, width, labels="generated"))
-        batch_size = batch_size or len(ids)
+        width = np.shape(x["token_ids"])[1] if width is None else width
+        part, spent = _continue(teacher, "teacher", x, prompt_length, max_new_tokens, width,
+                                sampler, functions, labels="generated")
+        seconds += spent
+        generated += len(part[1]) * max_new_tokens
+        parts.append(part)
+        batch_size = batch_size or len(part[1])
     if not parts:
         raise ValueError("`data` holds no batches.")
     if verbose:

@@ -9,6 +9,11 @@ from keras_kd import schedules
 from keras_kd.augment import CutMix
 from keras_kd.augment import MixUp
 from keras_kd.cache import TeacherCache
+from keras_kd.causal_lm import OnPolicyBatches
+from keras_kd.causal_lm import check_causal_lm_pair
+from keras_kd.causal_lm import continuation_batch
+from keras_kd.causal_lm import generate_tokens
+from keras_kd.causal_lm import sequence_level_dataset
 from keras_kd.cache import cache_storage_bytes
 from keras_kd.cache import cache_teacher_outputs
 from keras_kd.cache import load_teacher_cache
@@ -59,6 +64,7 @@ __all__ = [
     "AttentionTransfer",
     "CutMix",
     "MixUp",
+    "OnPolicyBatches",
     "DecoupledKD",
     "DistillationKLDivergence",
     "DistillationReport",
@@ -85,12 +91,15 @@ __all__ = [
     "cache_storage_bytes",
     "cache_lm_teacher_outputs",
     "cache_teacher_outputs",
+    "check_causal_lm_pair",
+    "continuation_batch",
     "augment",
     "callbacks",
     "distillation_divergence",
     "distillation_kl_divergence",
     "divergence_from_log_probabilities",
     "export",
+    "generate_tokens",
     "lm_cache_storage_bytes",
     "load_lm_cache",
     "load_teacher_cache",
@@ -101,6 +110,7 @@ __all__ = [
     "report",
     "run_tflite",
     "schedules",
+    "sequence_level_dataset",
     "soft_targets_log_probabilities",
     "tune",
 ]

@@ -62,7 +62,8 @@ class ParityReport:
     """How closely an exported artifact follows the Keras model.
 
     Attributes:
-        num_examples: Number of inputs compared.
+        num_examples: Number of inputs compared (of positions, for a model
+            with sequence outputs such as a causal LM).
         data: Where they came from (`"verification data"`, ...).
         max_abs_diff: Largest absolute difference of the class
             probabilities (softmax at T = 1), over all examples and classes.
@@ -191,6 +192,92 @@ def _input_spec(model: keras.Model):
     if name[0].isdigit():
         name = "input_" + name
     return name, shape[1:], keras.backend.standardize_dtype(spec.dtype)
+
+
+def _dict_input_specs(model: keras.Model):
+    """`{name: (feature_shape, dtype)}` of a model whose inputs are a dict of
+    tensors (a keras-hub `CausalLM`: `token_ids`, `padding_mask`), else None."""
+    from keras.src.export.export_utils import get_input_signature
+
+    try:
+        signature = get_input_signature(model)
+    except ValueError:
+        return None
+    if isinstance(signature, (list, tuple)) and len(signature) == 1:
+        signature = signature[0]
+    if not isinstance(signature, dict):
+        return None
+    specs = {}
+    for name, spec in signature.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(
+                f"`export` names the artifact's inputs after the model's input keys, "
+                f"but {name!r} is not a valid tensor name. Received: model "
+                f"{model.name!r} with inputs {sorted(signature)}."
+            )
+        specs[name] = (tuple(spec.shape)[1:], keras.backend.standardize_dtype(spec.dtype))
+    return specs
+
+
+def _count(x) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def _rows(x, start: int, stop: int):
+    if isinstance(x, dict):
+        return {name: value[start:stop] for name, value in x.items()}
+    return x[start:stop]
+
+
+def _as_dict_inputs(data, argument: str, specs: dict, limit: Optional[int] = None):
+    """`(x, None)`: a dict of numpy arrays, one per input of `specs`, from a
+    dict, an `(x, y[, sample_weight])` tuple or a `tf.data.Dataset` of batches
+    of either (labels are not used: the outputs are compared per position)."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        parts = []
+        for element in data.as_numpy_iterator():
+            parts.append(element[0] if isinstance(element, tuple) else element)
+            if limit is not None and sum(map(_count, parts)) >= limit:
+                break
+        if not parts or not isinstance(parts[0], dict):
+            raise ValueError(
+                f"`{argument}` must yield dicts of inputs {sorted(specs)} (or `(x, y)` "
+                "batches with such an `x`)."
+            )
+        data = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    elif isinstance(data, tuple) and data and isinstance(data[0], dict):
+        data = data[0]
+    if not isinstance(data, dict) or set(data) != set(specs):
+        received = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(
+            f"The model takes a dict of inputs {sorted(specs)}, so `{argument}` must be "
+            f"a dict with exactly these keys (or an `(x, y)` tuple or a tf.data.Dataset "
+            f"of them). Received: {received}."
+        )
+    x = {}
+    for name, (feature_shape, dtype) in specs.items():
+        value = np.asarray(data[name])
+        if value.ndim != len(feature_shape) + 1 or any(
+            want is not None and want != got for want, got in zip(feature_shape, value.shape[1:])
+        ):
+            raise ValueError(
+                f"`{argument}['{name}']` does not match the model's input shape "
+                f"(batch, {', '.join('None' if d is None else str(d) for d in feature_shape)}). "
+                f"Received shape {value.shape}."
+            )
+        x[name] = value.astype(dtype, copy=False)
+    if len({len(value) for value in x.values()}) != 1:
+        raise ValueError(
+            f"`{argument}`'s inputs hold different numbers of examples: "
+            f"{ {name: len(value) for name, value in x.items()} }."
+        )
+    if _count(x) == 0:
+        raise ValueError(f"`{argument}` holds no examples.")
+    if limit is not None:
+        x = _rows(x, 0, limit)
+    return x, None
 
 
 def _check_single_output(model: keras.Model, feature_shape, dtype: str) -> None:
@@ -466,8 +553,16 @@ def _replace(temporary: Path, path: Path) -> None:
 
 
 def _write_saved_model(model, directory: str, input_name, feature_shape, dtype, outputs,
-                       model_gives_probabilities: bool) -> None:
+                       model_gives_probabilities: bool, dict_specs=None) -> None:
     import tensorflow as tf
+
+    if dict_specs is None:
+        signature = tf.TensorSpec((None, *feature_shape), dtype, name=input_name)
+    else:
+        signature = {
+            name: tf.TensorSpec((None, *shape), spec_dtype, name=name)
+            for name, (shape, spec_dtype) in dict_specs.items()
+        }
 
     def serve(inputs):
         values = ops.cast(model(inputs, training=False), "float32")
@@ -480,7 +575,7 @@ def _write_saved_model(model, directory: str, input_name, feature_shape, dtype, 
     archive.add_endpoint(
         SIGNATURE_NAME,
         serve,
-        input_signature=[tf.TensorSpec((None, *feature_shape), dtype, name=input_name)],
+        input_signature=[signature],
     )
     archive.write_out(directory, verbose=False)
 
@@ -638,7 +733,8 @@ def run_tflite(
 
     Args:
         model: Path to a `.tflite` file, or its bytes.
-        inputs: A numpy array of shape `(batch, ...)`.
+        inputs: A numpy array of shape `(batch, ...)`, or for a model with
+            several named inputs (a keras-hub `CausalLM`) a dict of them.
         batch_size: Examples per interpreter invocation.
         num_threads: Interpreter threads; `None` lets LiteRT choose.
 
@@ -661,6 +757,16 @@ def _run_tflite(model, inputs, batch_size: int, num_threads: Optional[int] = Non
         interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
     else:
         interpreter = Interpreter(model_path=os.fspath(model), num_threads=num_threads)
+    if isinstance(inputs, dict):
+        # Several named inputs: the signature runner matches them by name.
+        runner = interpreter.get_signature_runner(SIGNATURE_NAME)
+        results = []
+        for start in range(0, _count(inputs), batch_size):
+            outputs = runner(**_rows(inputs, start, start + batch_size))
+            results.append(np.asarray(next(iter(outputs.values())), dtype=np.float32))
+            if on_batch is not None:
+                on_batch()
+        return np.concatenate(results)
     input_detail = interpreter.get_input_details()[0]
     output_index = interpreter.get_output_details()[0]["index"]
     inputs = np.asarray(inputs)
@@ -700,15 +806,17 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def _run_saved_model(directory: str, input_name: str, output_name: str, x: np.ndarray,
+def _run_saved_model(directory: str, input_name: str, output_name: str, x,
                      on_batch: Optional[Callable[[], None]] = None) -> np.ndarray:
     import tensorflow as tf
 
     signature = tf.saved_model.load(directory).signatures[SIGNATURE_NAME]
+    named = x if isinstance(x, dict) else {input_name: x}
     outputs = []
-    for start in range(0, len(x), _VERIFY_BATCH_SIZE):
-        batch = tf.constant(x[start : start + _VERIFY_BATCH_SIZE])
-        outputs.append(signature(**{input_name: batch})[output_name].numpy())
+    for start in range(0, _count(named), _VERIFY_BATCH_SIZE):
+        batch = {name: tf.constant(value) for name, value in
+                 _rows(named, start, start + _VERIFY_BATCH_SIZE).items()}
+        outputs.append(signature(**batch)[output_name].numpy())
         if on_batch is not None:
             on_batch()
     return np.concatenate(outputs).astype(np.float32)
@@ -740,10 +848,10 @@ def _compare(keras_outputs, exported, outputs, x_source, labels, quantization,
         if labels.ndim == 2:  # one-hot
             labels = np.argmax(labels, -1)
         labels = labels.reshape(-1)
-        keras_accuracy = float(np.mean(np.argmax(keras_p, -1) == labels))
-        export_accuracy = float(np.mean(np.argmax(export_p, -1) == labels))
+        keras_accuracy = float(np.mean(np.argmax(keras_p, -1).reshape(-1) == labels))
+        export_accuracy = float(np.mean(np.argmax(export_p, -1).reshape(-1) == labels))
     return ParityReport(
-        num_examples=len(keras_p), data=x_source, max_abs_diff=diff,
+        num_examples=int(np.prod(keras_p.shape[:-1])), data=x_source, max_abs_diff=diff,
         top1_agreement=agreement, criterion=criterion, bound=bound, passed=passed,
         keras_accuracy=keras_accuracy, export_accuracy=export_accuracy,
     )
@@ -774,6 +882,16 @@ def export(
     distillation terms, no temperature. The artifact has one signature,
     `"serving_default"`, with a named input (the model's input name, e.g.
     `"image"`) of dynamic batch size and one output named after `outputs`.
+
+    A model whose inputs are a dict of tensors, such as a keras-hub
+    `CausalLM` (`{"token_ids", "padding_mask"}` -> `(batch, sequence,
+    vocabulary)` logits), gets one named input per key, with dynamic batch
+    and sequence dimensions where the model has them; its preprocessor, if
+    attached, is not part of the artifact (feed it token ids). Such a model
+    needs `verification_data` (a dict of arrays, or `(x, y)` batches with
+    such an `x`; the outputs are compared position by position, on at most
+    256 rows) and supports `quantization=None`, `"float16"` and `"dynamic"`.
+    `run_tflite` takes the same dict.
 
     With `verify=True` (the default) the written artifact is loaded
     (`tf.saved_model.load`, or the `ai_edge_litert` interpreter) and run on
@@ -903,8 +1021,18 @@ def export(
             f"Received: num_calibration_examples={num_calibration_examples!r}."
         )
     verbose = _check_verbose(verbose)
-    input_name, feature_shape, dtype = _input_spec(model)
-    _check_single_output(model, feature_shape, dtype)
+    dict_specs = _dict_input_specs(model)
+    if dict_specs is None:
+        input_name, feature_shape, dtype = _input_spec(model)
+        _check_single_output(model, feature_shape, dtype)
+    else:
+        input_name, feature_shape, dtype = ", ".join(dict_specs), None, None
+        if quantization == "int8":
+            raise ValueError(
+                "quantization='int8' is not supported for models with a dict of inputs "
+                f"({input_name}): calibrating integer inputs such as token ids means "
+                "nothing. Use quantization='dynamic' or 'float16'."
+            )
     model_gives_probabilities = _ends_in_softmax(model)
     if model_gives_probabilities and outputs == "logits":
         raise ValueError(
@@ -919,7 +1047,18 @@ def export(
             limit=num_calibration_examples,
         )
     x_check = y_check = None
-    if verify:
+    if verify and dict_specs is not None:
+        if verification_data is None:
+            raise ValueError(
+                f"The model takes a dict of inputs ({input_name}), so random verification "
+                "inputs cannot be made. Pass held-out inputs as `verification_data` (a dict "
+                "of arrays, e.g. a batch of token ids and its padding mask), or "
+                "`verify=False`."
+            )
+        x_check, _ = _as_dict_inputs(verification_data, "verification_data", dict_specs,
+                                     limit=_VERIFY_BATCH_SIZE)
+        source = "verification data"
+    elif verify:
         if verification_data is not None:
             x_check, y_check = _as_inputs(verification_data, "verification_data", feature_shape, dtype)
             source = "verification data"
@@ -952,7 +1091,7 @@ def export(
 
     # One step for the conversion, one per parity batch, one for the Keras
     # reference outputs.
-    parity_batches = 0 if x_check is None else -(-len(x_check) // _VERIFY_BATCH_SIZE)
+    parity_batches = 0 if x_check is None else -(-_count(x_check) // _VERIFY_BATCH_SIZE)
     progbar = keras.utils.Progbar(
         1 + parity_batches + (1 if verify else 0), verbose=verbose, unit_name="step"
     )
@@ -967,7 +1106,7 @@ def export(
         with tempfile.TemporaryDirectory(prefix="keras_kd_export_") as workdir:
             saved_model_dir = os.path.join(workdir, "saved_model")
             _write_saved_model(model, saved_model_dir, input_name, feature_shape, dtype,
-                               outputs, model_gives_probabilities)
+                               outputs, model_gives_probabilities, dict_specs)
             # A unique sibling, so two exports to one path never share it.
             temporary = _unique_sibling(path, "tmp")
             if format == "saved_model":
@@ -988,9 +1127,18 @@ def export(
                 exported = _run_saved_model(str(temporary), input_name, outputs, x_check, step)
             else:
                 exported = _run_tflite(temporary, x_check, _VERIFY_BATCH_SIZE, on_batch=step)
-            keras_logits = ops.convert_to_numpy(
-                model.predict(x_check, batch_size=_VERIFY_BATCH_SIZE, verbose=0)
-            )
+            if dict_specs is None:
+                keras_logits = ops.convert_to_numpy(
+                    model.predict(x_check, batch_size=_VERIFY_BATCH_SIZE, verbose=0)
+                )
+            else:
+                # The model itself: keras-hub's `predict` would run an attached
+                # preprocessor on these token ids.
+                keras_logits = np.concatenate([
+                    ops.convert_to_numpy(model(_rows(x_check, start, start + _VERIFY_BATCH_SIZE),
+                                               training=False))
+                    for start in range(0, _count(x_check), _VERIFY_BATCH_SIZE)
+                ])
             step()
             parity = _compare(keras_logits, exported, outputs, source, y_check,
                               quantization, max_abs_diff, min_top1_agreement,

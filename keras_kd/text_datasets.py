@@ -12,6 +12,10 @@ Two corpora of real, human-written labelled text:
 `load_text_classification(name)` picks one by name (`"auto"` tries IMDB,
 then falls back to the Debian corpus). All loaders return Python strings, so
 the same `keras.layers.TextVectorization` preprocessing serves them all.
+
+For language modelling, `load_python_source` returns the Python standard
+library's own source files (real code and docstrings, on every machine with
+Python), split by file into train, validation and test bytes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import hashlib
 import lzma
 import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -272,3 +277,82 @@ def load_text_classification(
                 ) from error
     sections = kwargs.get("sections", DEBIAN_SECTIONS)
     return load_debian_descriptions(**kwargs), list(sections), "debian_packages"
+
+
+#: Folders of the standard library that hold no standard-library source:
+#: installed packages, and the test suite (mostly generated data and fixtures).
+_NOT_STDLIB = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test"})
+
+PYTHON_SOURCE_SPLITS = ("train", "validation", "test")
+
+
+def python_source_files(root: Optional[str] = None) -> List[Path]:
+    """The `.py` files of the Python standard library under `root`.
+
+    Installed packages (`site-packages`, `dist-packages`) and the test
+    suites are left out, so the corpus is the standard library's own code.
+    `root` defaults to `sysconfig.get_paths()["stdlib"]`.
+    """
+    base = Path(root or sysconfig.get_paths()["stdlib"])
+    if not base.is_dir():
+        raise FileNotFoundError(f"No Python standard library found at {str(base)!r}.")
+    return sorted(
+        path for path in base.rglob("*.py")
+        if path.is_file() and not _NOT_STDLIB & set(path.relative_to(base).parts[:-1])
+    )
+
+
+def load_python_source(
+    validation_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    root: Optional[str] = None,
+) -> Dict[str, np.ndarray]:
+    """The Python standard library's source as bytes, split by file.
+
+    Every file goes whole to one split, chosen by a hash of its path relative
+    to `root` (so the split does not depend on the Python installation's
+    location or on file order). Files are joined with a NUL byte (`0`, which
+    no source file contains) as the document separator.
+
+    The values are byte-level token ids in `[0, 256)`: exactly what
+    `keras_hub.tokenizers.ByteTokenizer()` gives for the UTF-8 text, so a
+    `GPT2Backbone(vocabulary_size=256, ...)` models it with no tokenizer to
+    train, and bits per token are bits per byte.
+
+    Args:
+        validation_fraction: Fraction of the files in the validation split.
+        test_fraction: Fraction of the files in the test split.
+        root: The standard library's folder; defaults to the running
+            Python's (`sysconfig.get_paths()["stdlib"]`).
+
+    Returns:
+        `{"train": ..., "validation": ..., "test": ...}`, `uint8` arrays.
+
+    Example:
+
+    >>> splits = load_python_source()
+    >>> sorted(splits), splits["train"].dtype.name
+    (['test', 'train', 'validation'], 'uint8')
+    >>> len(splits["train"]) > 5 * len(splits["test"]) > 0, 0 in splits["train"][:-1]
+    (True, True)
+    """
+    validation_fraction = _check_fraction(validation_fraction, "validation_fraction")
+    test_fraction = _check_fraction(test_fraction, "test_fraction")
+    if validation_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            "`validation_fraction + test_fraction` must be below 1. Received: "
+            f"validation_fraction={validation_fraction!r}, test_fraction={test_fraction!r}."
+        )
+    files = python_source_files(root)
+    base = Path(root or sysconfig.get_paths()["stdlib"])
+    parts: Dict[str, list] = {name: [] for name in PYTHON_SOURCE_SPLITS}
+    for path in files:
+        fraction = _stable_fraction(path.relative_to(base).as_posix())
+        name = ("test" if fraction < test_fraction else
+                "validation" if fraction < test_fraction + validation_fraction else "train")
+        data = path.read_bytes().replace(b"\0", b"")
+        parts[name].append(data)
+    return {
+        name: np.frombuffer(b"\0".join(chunks), dtype=np.uint8).copy()
+        for name, chunks in parts.items()
+    }

@@ -37,3 +37,15 @@ def test_text_classification_quick(capsys):
     assert results["student_parameters"] < results["teacher_parameters"] / 5
     for key in ("teacher", "scratch", "distilled"):
         assert 0.0 <= results[f"{key}_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_distil_causal_lm_quick(capsys):
+    pytest.importorskip("keras_hub")
+    results = _load("distil_causal_lm").main(["--quick"])
+    out = capsys.readouterr().out
+    assert "student_distilled" in out and "test bits/byte" in out
+    assert results["teacher_parameters"] >= 4 * results["student_parameters"]
+    for key in ("teacher", "student_alone", "student_distilled"):
+        # Bytes: 8 bits is a uniform guess; a few steps already do better.
+        assert 0.0 < results[f"{key}_bits_per_token"] < 8.0

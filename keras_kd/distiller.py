@@ -14,6 +14,7 @@ from keras.src.trainers.compile_utils import CompileMetrics
 from keras.src.utils import tracking
 
 from keras_kd import augment as augment_lib
+from keras_kd import causal_lm as causal_lm_lib
 from keras_kd import checks
 from keras_kd import divergences
 from keras_kd import features as features_lib
@@ -562,6 +563,8 @@ class Distiller(keras.Model):
             )
         super().__init__(name=name, **kwargs)
         _check_keras_model(student, "student")
+        # keras-hub pairs: a Backbone instead of a CausalLM, or two vocabularies.
+        causal_lm_lib.check_causal_lm_pair(student, teacher)
         _check_positional_swap(args, order, student, teacher)
         keras_style = distillation_losses is not None
         if keras_style:

@@ -316,8 +316,6 @@ def test_distiller_around_keras_hub_models_round_trips(tmp_path):
     restored.fit(x, y, sample_weight=weight, batch_size=8, epochs=1, verbose=0)
 
 
-@pytest.mark.xfail(strict=True, reason="remove this marker once Distiller.__init__ calls "
-                   "keras_kd.check_causal_lm_pair(student, teacher)")
 def test_distiller_refuses_a_backbone_and_a_vocabulary_mismatch():
     with pytest.raises(TypeError, match="GPT2CausalLM"):
         keras_kd.Distiller(student=lm(), teacher=lm().backbone)

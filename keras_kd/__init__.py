@@ -43,7 +43,19 @@ from keras_kd.terms import FeatureTerm
 from keras_kd.terms import HardLabelLoss
 from keras_kd.terms import HintLoss
 from keras_kd.terms import HintonKD
+from keras_kd.text_datasets import count_words
+from keras_kd.text_datasets import load_debian_unlabelled
+from keras_kd.text_datasets import load_python_docstrings
+from keras_kd.text_datasets import python_source_texts
 from keras_kd.transfer import mix_transfer_set
+from keras_kd.transformer_terms import AttentionDistillation
+from keras_kd.transformer_terms import EmbeddingDistillation
+from keras_kd.transformer_terms import HiddenStateDistillation
+from keras_kd.transformer_terms import attention_kl_divergence
+from keras_kd.transformer_terms import check_vocabulary
+from keras_kd.transformer_terms import layer_map
+from keras_kd.transformer_terms import masked_mean_squared_error
+from keras_kd.transformer_terms import transformer_layer_names
 from keras_kd.tuning import TuneResult
 from keras_kd.tuning import tune
 
@@ -51,6 +63,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivationQuantizer",
+    "AttentionDistillation",
     "AttentionTransfer",
     "CutMix",
     "MixUp",
@@ -58,10 +71,12 @@ __all__ = [
     "DistillationKLDivergence",
     "DistillationReport",
     "DistillationTerm",
+    "EmbeddingDistillation",
     "Distiller",
     "ExportResult",
     "FeatureTerm",
     "HardLabelLoss",
+    "HiddenStateDistillation",
     "HintLoss",
     "HintonKD",
     "KerasDistillationLoss",
@@ -77,14 +92,22 @@ __all__ = [
     "UNLABELED",
     "cache_storage_bytes",
     "cache_teacher_outputs",
+    "attention_kl_divergence",
     "augment",
     "callbacks",
+    "check_vocabulary",
+    "count_words",
     "distillation_divergence",
     "distillation_kl_divergence",
     "divergence_from_log_probabilities",
     "export",
+    "layer_map",
+    "load_debian_unlabelled",
+    "load_python_docstrings",
     "load_teacher_cache",
+    "masked_mean_squared_error",
     "mix_transfer_set",
+    "python_source_texts",
     "quantization_aware",
     "read_teacher_cache_header",
     "rebuild_top_k_logits",
@@ -92,5 +115,6 @@ __all__ = [
     "run_tflite",
     "schedules",
     "soft_targets_log_probabilities",
+    "transformer_layer_names",
     "tune",
 ]

@@ -29,6 +29,7 @@ MODULES = [
     "keras_kd.quantization",
     "keras_kd.divergences",
     "keras_kd.positions",
+    "keras_kd.transformer_terms",
 ]
 
 

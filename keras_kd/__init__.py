@@ -26,9 +26,14 @@ from keras_kd.export import run_tflite
 from keras_kd.keras_distillation import KerasDistillationLoss
 from keras_kd.keras_distillation import KerasFeatureDistillation
 from keras_kd.keras_distillation import KerasLogitsDistillation
+from keras_kd.lm_cache import cache_lm_teacher_outputs
+from keras_kd.lm_cache import lm_cache_storage_bytes
+from keras_kd.lm_cache import load_lm_cache
 from keras_kd.losses import DistillationKLDivergence
 from keras_kd.quantization import ActivationQuantizer
+from keras_kd.quantization import QuantizedEmbedding
 from keras_kd.quantization import QuantizedKernel
+from keras_kd.quantization import QuantizedMaskedAveragePooling1D
 from keras_kd.quantization import quantization_aware
 from keras_kd.divergences import distillation_divergence
 from keras_kd.divergences import divergence_from_log_probabilities
@@ -85,12 +90,15 @@ __all__ = [
     "INPUTS_KEY",
     "ParityError",
     "ParityReport",
+    "QuantizedEmbedding",
     "QuantizedKernel",
+    "QuantizedMaskedAveragePooling1D",
     "TEACHER_LOGITS_KEY",
     "TeacherCache",
     "TuneResult",
     "UNLABELED",
     "cache_storage_bytes",
+    "cache_lm_teacher_outputs",
     "cache_teacher_outputs",
     "attention_kl_divergence",
     "augment",
@@ -102,7 +110,9 @@ __all__ = [
     "divergence_from_log_probabilities",
     "export",
     "layer_map",
+    "lm_cache_storage_bytes",
     "load_debian_unlabelled",
+    "load_lm_cache",
     "load_python_docstrings",
     "load_teacher_cache",
     "masked_mean_squared_error",

@@ -58,6 +58,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_kd import divergences
 from keras_kd.distiller import INPUTS_KEY
 from keras_kd.io_utils import check_verbose as _check_verbose
 from keras_kd.io_utils import check_writable_directory
@@ -294,13 +295,20 @@ def record_dtype(
     num_teachers: int = 1,
 ) -> np.dtype:
     """The numpy structured dtype of one example's record in a cache file."""
+    return _record_layout(num_classes, top_k, dtype, (views, num_teachers))
+
+
+def _record_layout(num_classes: int, top_k: Optional[int], dtype: str, shape: tuple) -> np.dtype:
+    """Full logits, or top-k values + indices + one tail logit, for each
+    position of `shape` (`(views, teachers)` here, `()` for one LM token)."""
     value = np.dtype(dtype).newbyteorder("<")
+    shape = tuple(shape)
     if top_k is None:
-        return np.dtype([("logits", value, (views, num_teachers, num_classes))])
+        return np.dtype([("logits", value, shape + (num_classes,))])
     return np.dtype([
-        ("values", value, (views, num_teachers, top_k)),
-        ("indices", _index_dtype(num_classes), (views, num_teachers, top_k)),
-        ("tail", value, (views, num_teachers)),
+        ("values", value, shape + (top_k,)),
+        ("indices", _index_dtype(num_classes), shape + (top_k,)),
+        ("tail", value, shape),
     ])
 
 
@@ -350,20 +358,33 @@ def rebuild_top_k_logits(values, indices, tail_logits, num_classes: int):
     >>> keras.ops.convert_to_numpy(logits).tolist()
     [[0.5, 0.5, 3.0, 0.5]]
     """
-    values = ops.cast(values, "float32")
-    tail = ops.cast(tail_logits, "float32")[..., None]
-    one_hot = ops.one_hot(ops.cast(indices, "int32"), num_classes, dtype="float32")
-    return tail + ops.sum(one_hot * (values - tail)[..., None], axis=-2)
+    return divergences.rebuild_top_k(values, indices, tail_logits, num_classes)
 
 
 def _summarize_outputs(outputs, top_k: Optional[int], num_classes: int):
-    """`(batch, teachers, C)` float32 logits -> the record fields."""
+    """`(..., C)` float32 logits -> the record fields (full logits, or the
+    top-k values, their indices and the tail logit of each row).
+
+    The tail is the log-sum-exp of the logits below the k-th largest value
+    `v_k`, plus `e * exp(v_k)` for the `e` logits equal to `v_k` that top-k
+    left out (ties), shifted by the largest left-out logit so that nothing
+    overflows. Elementwise passes only: no `(..., k, C)` one-hot and no
+    scattered copy of the logits, which matters at LM vocabularies of 256k.
+    """
     if top_k is None:
         return {"logits": outputs}
     values, indices = tf.math.top_k(outputs, k=top_k)
-    in_top_k = tf.reduce_sum(tf.one_hot(indices, num_classes, dtype=tf.float32), axis=-2) > 0
-    rest = tf.where(in_top_k, tf.constant(-np.inf, tf.float32), outputs)
-    tail = tf.reduce_logsumexp(rest, axis=-1) - math.log(num_classes - top_k)
+    kth = values[..., -1:]
+    below = outputs < kth
+    ties = tf.reduce_sum(tf.cast(outputs >= kth, tf.float32), axis=-1) - top_k
+    neg_inf = tf.constant(-np.inf, tf.float32)
+    shift = tf.where(ties > 0, kth[..., 0], tf.reduce_max(tf.where(below, outputs, neg_inf), axis=-1))
+    # A row whose left-out logits are all -inf: shift by 0 (its tail is -inf).
+    shift = tf.where(tf.math.is_finite(shift), shift, tf.zeros_like(shift))
+    rest = tf.reduce_sum(tf.where(below, tf.exp(outputs - shift[..., None]), 0.0), axis=-1)
+    # With ties the shift is v_k, so each tie adds exp(0); ties at -inf add 0.
+    rest += tf.where(tf.math.is_finite(kth[..., 0]), ties, tf.zeros_like(ties))
+    tail = tf.math.log(rest) + shift - math.log(num_classes - top_k)
     return {"values": values, "indices": indices, "tail": tail}
 
 
@@ -552,10 +573,7 @@ def cache_teacher_outputs(
         "data_offset": 0,
         "data_checksum": "0" * 32,
     }
-    # Reserve room for the final header: counts grow, the rest is fixed.
-    worst = dict(header, example_count=2**62, data_bytes=2**62, data_offset=2**62)
-    data_offset = _PREFIX + len(json.dumps(worst).encode()) + 64
-    data_offset = -(-data_offset // _ALIGN) * _ALIGN
+    data_offset = _header_room(header, ("example_count", "data_bytes", "data_offset"))
     header["data_offset"] = data_offset
 
     # A name of this writer's own (pid and random suffix): two processes
@@ -612,8 +630,9 @@ def cache_teacher_outputs(
     return header
 
 
-def _check_cache_path(path: PathLike) -> Path:
-    """Fails before the teacher pass when `path` cannot hold a cache."""
+def _check_cache_path(path: PathLike, magic: bytes = MAGIC) -> Path:
+    """Fails before the teacher pass when `path` cannot hold a cache (an
+    existing file is only replaced when it starts with `magic`)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
             "`path` must be a file path (str or os.PathLike). Received: "
@@ -639,12 +658,12 @@ def _check_cache_path(path: PathLike) -> Path:
                 f"an earlier teacher cache. Received: path='{path}'."
             )
         with open(path, "rb") as file:
-            head = file.read(len(MAGIC))
-        if head and head != MAGIC:
+            head = file.read(len(magic))
+        if head and head != magic:
             # Strict on purpose: replacing it would delete someone's data.
             raise ValueError(
                 "`path` is an existing file that is not a keras-kd teacher cache "
-                f"(it starts with {head!r}, not {MAGIC!r}), so it is not "
+                f"(it starts with {head!r}, not {magic!r}), so it is not "
                 "overwritten. Expected a new path or an earlier teacher cache. "
                 f"Received: path='{path}'."
             )
@@ -705,13 +724,44 @@ def _check_stored_outputs(records: np.ndarray, layout: np.dtype, offset: int,
     )
 
 
-def _encode_header(header: dict, data_offset: int) -> bytes:
+def _header_room(header: dict, growing: Sequence[str]) -> int:
+    """The aligned offset of the data after a header whose `growing` counts
+    are only known at the end: room is reserved for their largest values."""
+    worst = dict(header, **{key: 2**62 for key in growing})
+    offset = _PREFIX + len(json.dumps(worst).encode()) + 64
+    return -(-offset // _ALIGN) * _ALIGN
+
+
+def _encode_header(header: dict, data_offset: int, magic: bytes = MAGIC) -> bytes:
     text = json.dumps(header).encode()
     room = data_offset - _PREFIX
-    return MAGIC + np.uint64(room).tobytes() + text + b" " * (room - len(text))
+    return magic + np.uint64(room).tobytes() + text + b" " * (room - len(text))
 
 
 # ---------------------------------------------------------------- reading
+
+
+def _read_prefix(file, path, magic: bytes, what: str, hint: str = "") -> int:
+    """Checks a cache file's magic bytes and returns its header length."""
+    prefix = file.read(_PREFIX)
+    if len(prefix) < _PREFIX or prefix[: len(magic)] != magic:
+        raise ValueError(
+            f"{str(path)!r} is not a keras-kd {what} (bad magic bytes "
+            f"{prefix[:len(magic)]!r}, expected {magic!r}).{hint}"
+        )
+    return int(np.frombuffer(prefix[len(magic):], "<u8")[0])
+
+
+def _file_digest(path: Path, offset: int, length: int) -> str:
+    """The blake2b digest of `length` bytes of a file from `offset`, read
+    about 16 MB at a time."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        file.seek(offset)
+        while length > 0 and (chunk := file.read(min(_CHUNK, length))):
+            digest.update(chunk)
+            length -= len(chunk)
+    return digest.hexdigest()
 
 
 class _OldFormatError(Exception):
@@ -747,13 +797,7 @@ class TeacherCache:
             raise FileNotFoundError(f"No teacher cache at `path`={str(path)!r}.")
         size = self.path.stat().st_size
         with open(self.path, "rb") as file:
-            prefix = file.read(_PREFIX)
-            if len(prefix) < _PREFIX or prefix[: len(MAGIC)] != MAGIC:
-                raise ValueError(
-                    f"{str(path)!r} is not a keras-kd teacher cache (bad magic "
-                    f"bytes {prefix[:len(MAGIC)]!r}, expected {MAGIC!r})."
-                )
-            room = int(np.frombuffer(prefix[len(MAGIC):], "<u8")[0])
+            room = _read_prefix(file, path, MAGIC, "teacher cache")
             try:
                 header = json.loads(file.read(room).decode())
                 self.header = header
@@ -805,15 +849,11 @@ class TeacherCache:
         )
 
     def _verify_checksum(self) -> None:
-        digest = hashlib.blake2b(digest_size=16)
-        with open(self.path, "rb") as file:
-            file.seek(self.header["data_offset"])
-            while chunk := file.read(_CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != self.header["data_checksum"]:
+        digest = _file_digest(self.path, self.header["data_offset"], self.header["data_bytes"])
+        if digest != self.header["data_checksum"]:
             raise ValueError(
                 f"Teacher cache {str(self.path)!r} is corrupted: the checksum of "
-                f"its data is {digest.hexdigest()}, the header says "
+                f"its data is {digest}, the header says "
                 f"{self.header['data_checksum']}. Rebuild it with "
                 "`cache_teacher_outputs`."
             )

@@ -492,7 +492,8 @@ class Distiller(keras.Model):
     is the mean over the *real* positions of the global batch: each position
     weighs its `sample_weight` (per position, as keras-hub's
     `CausalLMPreprocessor` yields it, or per example) times the inputs'
-    `padding_mask` when the inputs are a dict that has one
+    `padding_mask` when the inputs are a dict that has one, and the Keras
+    mask of the student's outputs (`Embedding(mask_zero=True)`)
     (`keras_kd.positions`). Cached teacher logits may be dense or in top-k
     form (`{"values", "indices", "tail"}`, one row per position). With an
     optimizer's `gradient_accumulation_steps=k`, Keras averages the `k`
@@ -1585,7 +1586,7 @@ class Distiller(keras.Model):
         times the inputs' `padding_mask`; the terms average over that weight.
         """
         row_weight = positions_lib.row_weights(
-            student_logits, sample_weight, positions_lib.padding_mask(inputs)
+            student_logits, sample_weight, positions_lib.combined_mask(inputs, student_logits)
         )
         labels = positions_lib.flatten_labels(y, student_logits)
         classes = student_logits.shape[-1]

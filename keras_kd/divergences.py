@@ -88,11 +88,25 @@ def is_top_k(teacher_logits) -> bool:
 
 
 def rebuild_top_k(values, indices, tail, num_classes: int):
-    """Full logits from top-k form (the same as `keras_kd.cache.rebuild_top_k_logits`)."""
-    values = ops.cast(values, "float32")
-    tail = ops.cast(tail, "float32")[..., None]
-    one_hot = ops.one_hot(ops.cast(indices, "int32"), num_classes, dtype="float32")
-    return tail + ops.sum(one_hot * (values - tail)[..., None], axis=-2)
+    """Full logits from top-k form: class `indices[..., j]` gets
+    `values[..., j]`, every other class the row's `tail` logit.
+
+    A scatter into a `(rows, num_classes)` tensor filled with the tail, so it
+    holds one copy of the result (a one-hot of the indices would hold `k`).
+    """
+    values = tf.cast(tf.convert_to_tensor(values), tf.float32)
+    tail = tf.cast(tf.convert_to_tensor(tail), tf.float32)
+    indices = tf.cast(tf.convert_to_tensor(indices), tf.int32)
+    outer = tf.shape(tail)
+    k = tf.shape(values)[-1]
+    values = tf.reshape(values, (-1, k))
+    indices = tf.reshape(indices, (-1, k))
+    rows = tf.shape(values)[0]
+    base = tf.broadcast_to(tf.reshape(tail, (-1, 1)), (rows, num_classes))
+    row_ids = tf.broadcast_to(tf.range(rows)[:, None], (rows, k))
+    positions = tf.stack([row_ids, indices], axis=-1)
+    full = tf.tensor_scatter_nd_update(base, tf.reshape(positions, (-1, 2)), tf.reshape(values, (-1,)))
+    return tf.reshape(full, tf.concat([outer, [num_classes]], axis=0))
 
 
 def divergence_from_log_probabilities(

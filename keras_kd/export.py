@@ -537,6 +537,9 @@ _COMPUTE_OPS = frozenset({
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "ADD", "MUL",
     "SUB", "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "RELU", "RELU6", "LEAKY_RELU",
     "TANH", "LOGISTIC", "SOFTMAX", "CONCATENATION", "RESHAPE", "TRANSPOSE_CONV",
+    # Reductions, lookups and arithmetic of pooled / embedded tensors.
+    "SUM", "DIV", "GATHER", "REDUCE_MAX", "REDUCE_MIN", "SELECT_V2", "SQUARED_DIFFERENCE",
+    "RSQRT",
 })
 
 

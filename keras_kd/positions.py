@@ -11,7 +11,8 @@ row a weight, so that one train step and the same terms serve both:
   `sum(w * loss) / sum(w)`, where `w` is the per-token `sample_weight`
   (keras-hub's `CausalLMPreprocessor` yields it as the third element of
   `(x, y, sample_weight)`, 0 at padding) times the input's `padding_mask`
-  when the inputs are a dict that has one. Both sums run over the *global*
+  when the inputs are a dict that has one, times the Keras mask of the
+  outputs when the model has one (`Embedding(mask_zero=True)`). Both sums run over the *global*
   batch, so the loss does not depend on how replicas split it, however
   unevenly the padding falls.
 """
@@ -103,6 +104,33 @@ def padding_mask(inputs):
     if isinstance(inputs, dict) and PADDING_MASK_KEY in inputs:
         return inputs[PADDING_MASK_KEY]
     return None
+
+
+def output_mask(logits):
+    """The Keras mask the model attached to its outputs (e.g. from
+    `Embedding(mask_zero=True)`), or `None`.
+
+    Keras has no public API for it: `keras.src.backend.get_keras_mask` reads
+    the tensor's `_keras_mask` attribute (Keras 3.6+; earlier versions set
+    the attribute directly). `tests/test_sequence_distillation.py` fails if
+    both stop working.
+    """
+    try:
+        from keras.src.backend import get_keras_mask
+    except ImportError:  # Keras < 3.6
+        return getattr(logits, "_keras_mask", None)
+    return get_keras_mask(logits)
+
+
+def combined_mask(inputs, logits):
+    """The inputs' `padding_mask` and the outputs' Keras mask, both applied."""
+    masks = [m for m in (padding_mask(inputs), output_mask(logits)) if m is not None]
+    if not masks:
+        return None
+    mask = ops.cast(masks[0], "float32")
+    for other in masks[1:]:
+        mask = mask * ops.cast(other, "float32")
+    return mask
 
 
 def row_weights(student_logits, sample_weight=None, mask=None):

@@ -3,14 +3,27 @@
 `quantization_aware(model)` returns a copy of a Functional or Sequential
 student in which
 
-- every Dense/Conv1D/Conv2D kernel is fake-quantized per output channel,
-  symmetrically to int8 (`[-127, 127]`, zero point 0), as the LiteRT (TFLite)
-  converter quantizes conv and fully-connected kernels;
+- every Conv1D/Conv2D kernel is fake-quantized per output channel and every
+  Dense kernel per tensor, symmetrically to int8 (`[-127, 127]`, zero point
+  0), as the LiteRT (TFLite) converter quantizes conv and fully-connected
+  kernels; an Embedding table is quantized the same way, per tensor
+  (`QuantizedEmbedding`, an int8 GATHER in the file), and an integer
+  (token-id) input, which may only feed Embedding layers, stays int32;
 - the model input and every new activation tensor (the output of a
   Dense/Conv layer, of an activation layer, of an unfolded
   BatchNormalization and of a global average pooling) go through an
   `ActivationQuantizer`: asymmetric 8-bit fake quantization over a range
-  tracked as a moving average of the batch min/max while training.
+  tracked as a moving average of the batch min/max while training. The
+  outputs of `tanh` and `sigmoid` are fake-quantized over the fixed ranges of
+  LiteRT's int8 TANH and LOGISTIC kernels instead (`FIXED_OUTPUT_RANGES`).
+  A GlobalAveragePooling1D that receives a padding mask becomes
+  `QuantizedMaskedAveragePooling1D`, whose masked sum and count get ranges of
+  their own, so the masked mean is int8 too.
+
+Under `tf.distribute` (MirroredStrategy, tested on two logical CPU devices)
+the moving-average ranges are updated from the min/max of the global batch,
+so a student trained on several replicas has the weights and ranges one
+device gives on the same batches.
 
 Both use Keras's public `keras.quantizers.fake_quant_with_min_max_vars`, which
 on the TensorFlow backend emits `tf.quantization.fake_quant_with_min_max_vars`
@@ -45,10 +58,18 @@ import numpy as np
 from keras import layers
 from keras import ops
 
-__all__ = ["ActivationQuantizer", "QuantizedKernel", "quantization_aware", "SUPPORTED_LAYERS"]
+__all__ = [
+    "ActivationQuantizer", "QuantizedEmbedding", "QuantizedKernel",
+    "QuantizedMaskedAveragePooling1D", "quantization_aware", "SUPPORTED_LAYERS",
+]
 
 #: Activations the quantization-aware layers accept (fused or as a layer).
-SUPPORTED_ACTIVATIONS = ("linear", "relu", "relu6", "leaky_relu")
+SUPPORTED_ACTIVATIONS = ("linear", "relu", "relu6", "leaky_relu", "tanh", "sigmoid")
+
+#: Activations whose int8 LiteRT kernels (TANH, LOGISTIC) have a fixed output
+#: quantization: tanh scale 1/128, zero point 0; sigmoid scale 1/256, zero
+#: point -128. Their outputs are fake-quantized over exactly these ranges.
+FIXED_OUTPUT_RANGES = {"tanh": (-1.0, 127.0 / 128.0), "sigmoid": (0.0, 255.0 / 256.0)}
 
 
 # Layers copied as they are: they do not create new values (pooling by max,
@@ -66,11 +87,12 @@ _NEW_RANGE = (
     layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D,
 )
 _KERNEL = (layers.Dense, layers.Conv1D, layers.Conv2D)
+_EMBEDDING = (layers.Embedding,)
 _FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
 
 #: Names of the layer types `quantization_aware` accepts.
 SUPPORTED_LAYERS = tuple(
-    sorted({cls.__name__ for cls in _KERNEL + _NEW_RANGE + _PASSTHROUGH})
+    sorted({cls.__name__ for cls in _KERNEL + _EMBEDDING + _NEW_RANGE + _PASSTHROUGH})
 )
 
 
@@ -79,6 +101,27 @@ def _check_positive_fraction(value, argument: str) -> None:
         raise ValueError(
             f"`{argument}` must be a number in [0, 1). Received: {argument}={value!r}."
         )
+
+
+def _global_min_max(x):
+    """The min and max of `x` over the whole global batch.
+
+    Under a `tf.distribute` strategy with several replicas in sync, each
+    replica sees its share of the batch: the replicas' mins and maxes are
+    gathered, so every replica gets the range one device would compute on
+    the whole batch (an empty share contributes +inf/-inf, which the caller's
+    clamp to 0 absorbs).
+    """
+    low, high = ops.min(x), ops.max(x)
+    if keras.backend.backend() != "tensorflow":
+        return low, high
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return low, high
+    gathered = context.all_gather(tf.stack([-low, high])[None], axis=0)
+    return -tf.reduce_max(gathered[:, 0]), tf.reduce_max(gathered[:, 1])
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -93,6 +136,12 @@ class ActivationQuantizer(layers.Layer):
     the int8 scale and zero point of the converted tensor). At inference the
     stored range is used as it is. With `fixed_range=(lo, hi)` the range
     never moves.
+
+    Under `tf.distribute` (e.g. `MirroredStrategy`) the batch range is the
+    min/max over the *global* batch (gathered from all replicas), so every
+    replica updates the range to the same value, the one a single device
+    gets on the same batches; the range variables are written once per step
+    (`aggregation="only_first_replica"`), not averaged.
 
     Args:
         momentum: Weight of the old range in the moving average, in [0, 1).
@@ -135,11 +184,11 @@ class ActivationQuantizer(layers.Layer):
         low, high = self.fixed_range or (0.0, 0.0)
         self.range_min = self.add_weight(
             name="range_min", shape=(), initializer=keras.initializers.Constant(low),
-            trainable=False, aggregation="mean",
+            trainable=False, aggregation="only_first_replica",
         )
         self.range_max = self.add_weight(
             name="range_max", shape=(), initializer=keras.initializers.Constant(high),
-            trainable=False, aggregation="mean",
+            trainable=False, aggregation="only_first_replica",
         )
         self.initialized = self.add_weight(
             name="initialized", shape=(),
@@ -152,8 +201,9 @@ class ActivationQuantizer(layers.Layer):
         inputs = ops.convert_to_tensor(inputs)
         if self.fixed_range is None and (training or self._calibrating):
             x = ops.stop_gradient(ops.cast(inputs, "float32"))
-            batch_min = ops.minimum(ops.min(x), 0.0)
-            batch_max = ops.maximum(ops.max(x), 0.0)
+            batch_min, batch_max = _global_min_max(x)
+            batch_min = ops.minimum(batch_min, 0.0)
+            batch_max = ops.maximum(batch_max, 0.0)
             seen = ops.greater(self.initialized, 0.5)
             if self._calibrating:
                 new_min = ops.minimum(self.range_min, batch_min)
@@ -235,13 +285,7 @@ class QuantizedKernel(layers.Wrapper):
         """The kernel (or `kernel`) as the int8 file will hold it, dequantized."""
         kernel = ops.convert_to_tensor(self.layer.kernel if kernel is None else kernel)
         per_channel = not isinstance(self.layer, layers.Dense)
-        reduce_axes = tuple(range(len(kernel.shape) - 1)) if per_channel else None
-        bound = ops.stop_gradient(ops.max(ops.abs(kernel), axis=reduce_axes))
-        bound = ops.maximum(bound, 1e-8)  # an all-zero kernel: a valid range
-        return keras.quantizers.fake_quant_with_min_max_vars(
-            kernel, -bound, bound, num_bits=8, narrow_range=True,
-            axis=-1 if per_channel else None,
-        )
+        return _symmetric_fake_quant(kernel, axis=-1 if per_channel else None)
 
     def call(self, inputs, training=None):
         layer = self.layer
@@ -286,6 +330,136 @@ class QuantizedKernel(layers.Wrapper):
         return self.layer.compute_output_shape(input_shape)
 
 
+def _symmetric_fake_quant(values, axis=None):
+    """`values` on the int8 grid LiteRT gives constant weights: symmetric,
+    narrow range (-127..127, zero point 0), per tensor or per `axis`."""
+    reduce_axes = None if axis is None else tuple(range(len(values.shape) - 1))
+    bound = ops.stop_gradient(ops.max(ops.abs(values), axis=reduce_axes))
+    bound = ops.maximum(bound, 1e-8)  # an all-zero kernel: a valid range
+    return keras.quantizers.fake_quant_with_min_max_vars(
+        values, -bound, bound, num_bits=8, narrow_range=True, axis=axis,
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class QuantizedEmbedding(layers.Wrapper):
+    """An `Embedding` whose table is fake-quantized to int8, per tensor.
+
+    The table is quantized symmetrically over `[-m, m]`, `m = max |table|`
+    (integers -127..127, zero point 0). LiteRT runs the lookup as an int8
+    `GATHER`, whose output keeps the table's scale, so no new activation
+    range follows it. The padding mask (`mask_zero=True`) is passed on.
+
+    Args:
+        layer: A built or unbuilt `keras.layers.Embedding`.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> layer = QuantizedEmbedding(keras.layers.Embedding(10, 4))
+    >>> tuple(layer(np.array([[1, 2, 0]])).shape)
+    (1, 3, 4)
+    """
+
+    def __init__(self, layer: layers.Layer, **kwargs):
+        if not isinstance(layer, layers.Embedding):
+            raise ValueError(
+                "`QuantizedEmbedding` wraps an Embedding layer. Received: "
+                f"layer={layer!r} of type {type(layer).__name__}."
+            )
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        self.supports_masking = True
+
+    def build(self, input_shape=None) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.built = True
+
+    def quantized_embeddings(self):
+        """The table as the int8 file will hold it, dequantized."""
+        return _symmetric_fake_quant(ops.convert_to_tensor(self.layer.embeddings))
+
+    def call(self, inputs):
+        return ops.take(self.quantized_embeddings(), ops.cast(inputs, "int32"), axis=0)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class QuantizedMaskedAveragePooling1D(layers.Layer):
+    """`GlobalAveragePooling1D` over the unmasked steps, with int8 ranges.
+
+    Keras computes a masked mean as `sum(x * mask) / sum(mask)` inside one
+    layer, so its intermediate tensors get no fake-quantization and the
+    converter's quantization-aware path leaves that `SUM` and `DIV` in
+    float32. Here the masked sum is fake-quantized over a learned range (an
+    int8 `SUM`) and the count of unmasked steps over the fixed range
+    `[0, 255]` (scale 1: every count up to 255 is exact); LiteRT divides
+    them with an int8 `DIV` into the range of the `ActivationQuantizer` that
+    follows. A row with every step masked pools to 0 (Keras gives NaN).
+    Without a mask it is the plain mean (an int8 `MEAN`).
+
+    Args:
+        momentum: Of the masked sum's moving-average range.
+        keepdims: As in `GlobalAveragePooling1D`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> pool = QuantizedMaskedAveragePooling1D()
+    >>> x = np.ones((1, 3, 2), "float32")
+    >>> mask = np.array([[True, True, False]])
+    >>> [round(float(v), 2) for v in pool(x, mask=mask, training=True)[0]]
+    [1.0, 1.0]
+    """
+
+    def __init__(self, momentum: float = 0.99, keepdims: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+        self.keepdims = keepdims
+        self.supports_masking = True
+        self.sum_quantizer = ActivationQuantizer(momentum=momentum, name=f"{self.name}_sum_quant")
+        self.count_quantizer = ActivationQuantizer(
+            fixed_range=(0.0, 255.0), name=f"{self.name}_count_quant")
+
+    def build(self, input_shape=None) -> None:
+        for quantizer in (self.sum_quantizer, self.count_quantizer):
+            if not quantizer.built:
+                quantizer.build(None)
+        self.built = True
+
+    def call(self, inputs, mask=None, training=None):
+        if mask is None:
+            return ops.mean(inputs, axis=1, keepdims=self.keepdims)
+        mask = ops.cast(mask, "bool")
+        summed = ops.sum(ops.where(mask[..., None], inputs, 0.0), axis=1, keepdims=self.keepdims)
+        summed = self.sum_quantizer(summed, training=training)
+        count = ops.maximum(ops.sum(ops.cast(mask, "int32"), axis=1, keepdims=self.keepdims), 1)
+        # Shaped while still int32: a float reshape before the fake-quant
+        # would stay a float32 op in the file.
+        count = ops.cast(ops.expand_dims(count, -1), inputs.dtype)
+        count = self.count_quantizer(count, training=training)
+        return summed / count
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        if self.keepdims:
+            return (input_shape[0], 1, input_shape[2])
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(momentum=self.momentum, keepdims=self.keepdims)
+        return config
+
+
 # ------------------------------------------------------------------ building
 
 
@@ -300,7 +474,8 @@ def _unsupported(layer, why: str = "") -> ValueError:
     return ValueError(
         f"`quantization_aware` does not support layer {layer.name!r} of type "
         f"{type(layer).__name__}{why}. Supported layers: {', '.join(SUPPORTED_LAYERS)} "
-        f"(activations: {', '.join(SUPPORTED_ACTIVATIONS)}). Replace the layer, or "
+        f"(activations: {', '.join(SUPPORTED_ACTIVATIONS)}: the ones LiteRT runs as "
+        "int8 ops with a range this module can give them). Replace the layer, or "
         "export the float student with quantization='dynamic'."
     )
 
@@ -330,9 +505,9 @@ def _output_activation(layer) -> Optional[str]:
 def _check_layer(layer) -> None:
     if isinstance(layer, keras.Model):
         raise _unsupported(layer, " (a nested model: build the student from its layers)")
-    if not isinstance(layer, _KERNEL + _NEW_RANGE + _PASSTHROUGH):
+    if not isinstance(layer, _KERNEL + _EMBEDDING + _NEW_RANGE + _PASSTHROUGH):
         raise _unsupported(layer)
-    if isinstance(layer, _KERNEL):
+    if isinstance(layer, _KERNEL + _EMBEDDING):
         if getattr(layer, "quantization_mode", None):
             raise _unsupported(layer, f" already quantized ({layer.quantization_mode!r})")
         if getattr(layer, "lora_enabled", False):
@@ -399,7 +574,7 @@ def calibrate(model: keras.Model, data: Any, batch_size: int = 128) -> None:
     `data` (inputs: a numpy array or a `tf.data.Dataset` of batches), running
     the model at inference. Ranges already set are widened, never narrowed.
     """
-    quantizers = [layer for layer in model.layers if isinstance(layer, ActivationQuantizer)]
+    quantizers = activation_quantizers(model)
     for quantizer in quantizers:
         quantizer._calibrating = True
     try:
@@ -428,7 +603,10 @@ def quantization_aware(
     The copy has the same inputs, outputs and weights (with BatchNormalization
     folded where it follows a Dense/Conv layer; see the module docstring);
     Dense/Conv1D/Conv2D layers become `QuantizedKernel` wrappers of the same
-    name (per-channel symmetric int8 kernels), and an `ActivationQuantizer`
+    name (symmetric int8 kernels), Embedding layers `QuantizedEmbedding`
+    wrappers, a channels-last GlobalAveragePooling1D a
+    `QuantizedMaskedAveragePooling1D` (the plain mean without a mask), and an
+    `ActivationQuantizer`
     (named `<layer>_quant`) follows the input and every layer that makes a new
     activation range. A `Sequential` model comes back as a functional `Model`
     with the same layers. `model` itself is left as it was.
@@ -454,7 +632,8 @@ def quantization_aware(
 
     Raises:
         ValueError: For a layer it does not support (named, with its type
-            and the supported list), or a model that is not functional.
+            and the supported list), a model that is not functional, or an
+            integer input that feeds anything but Embedding layers.
 
     Example:
 
@@ -493,11 +672,21 @@ def quantization_aware(
     for layer in model.layers:
         _check_layer(layer)
     (original_input,) = model.inputs
-    if not np.issubdtype(np.dtype(keras.backend.standardize_dtype(original_input.dtype)), np.floating):
-        raise ValueError(
-            "`quantization_aware` needs a float model input (int8 quantizes it). Received: "
-            f"input {original_input.name!r} of dtype {original_input.dtype}."
-        )
+    float_input = np.issubdtype(
+        np.dtype(keras.backend.standardize_dtype(original_input.dtype)), np.floating)
+    if not float_input:
+        # Token ids: they stay int32 in the file and only index embedding tables.
+        readers = [layer for layer in model.layers
+                   if any(t is original_input for node in layer._inbound_nodes
+                          for t in node.input_tensors)]
+        others = [layer.name for layer in readers if not isinstance(layer, _EMBEDDING)]
+        if others:
+            raise ValueError(
+                "`quantization_aware` quantizes a float model input to int8; an integer "
+                "input (token ids) may only feed Embedding layers, whose tables are "
+                f"quantized instead. Received: input {original_input.name!r} of dtype "
+                f"{original_input.dtype}, read by {others}."
+            )
     folds = _foldable_batch_norms(model)
     folded_into = {id(kernel_layer): bn for bn_id, kernel_layer in folds.items()
                    for bn in model.layers if id(bn) == bn_id}
@@ -507,11 +696,13 @@ def quantization_aware(
         batch_shape=tuple(original_input.shape), dtype=original_input.dtype,
         name=_producer(original_input).name,
     )
-    mapped[id(original_input)] = ActivationQuantizer(
-        momentum=momentum, name=f"{new_input.name}_quant")(new_input)
+    mapped[id(original_input)] = (
+        ActivationQuantizer(momentum=momentum, name=f"{new_input.name}_quant")(new_input)
+        if float_input else new_input)
 
     def quantizer_for(layer):
-        return ActivationQuantizer(momentum=momentum, name=f"{layer.name}_quant")
+        fixed = FIXED_OUTPUT_RANGES.get(_output_activation(layer))
+        return ActivationQuantizer(momentum=momentum, fixed_range=fixed, name=f"{layer.name}_quant")
 
     def tensor_for(tensor):
         key = id(tensor)
@@ -524,6 +715,10 @@ def quantization_aware(
             mapped[key] = tensor_for(source)
             return mapped[key]
         args, kwargs = node.arguments.args, node.arguments.kwargs
+        # A propagated mask (e.g. an Embedding's mask_zero) is recorded as a
+        # keyword computed from the original tensors; the new tensors carry
+        # their own, which Keras passes on.
+        kwargs = {key: value for key, value in kwargs.items() if key != "mask"}
         new_args = keras.tree.map_structure(
             lambda t: tensor_for(t) if isinstance(t, keras.KerasTensor) else t, args)
         new_kwargs = keras.tree.map_structure(
@@ -552,6 +747,15 @@ def quantization_aware(
                        else layer.get_weights())
             inner.set_weights(weights)
             return wrapper
+        if isinstance(layer, _EMBEDDING):
+            inner = type(layer).from_config(config)
+            wrapper = QuantizedEmbedding(inner, name=layer.name)
+            wrapper.build(tuple(layer._inbound_nodes[0].input_tensors[0].shape))
+            inner.set_weights(layer.get_weights())
+            return wrapper
+        if isinstance(layer, layers.GlobalAveragePooling1D) and layer.data_format == "channels_last":
+            return QuantizedMaskedAveragePooling1D(
+                momentum=momentum, keepdims=layer.keepdims, name=layer.name)
         copy = type(layer).from_config(config)
         if layer.weights:
             copy.build(tuple(layer._inbound_nodes[0].input_tensors[0].shape))
@@ -569,12 +773,26 @@ def quantization_aware(
 
 def is_quantization_aware(model: keras.Model) -> bool:
     """Whether `model` holds fake-quantization layers from `quantization_aware`."""
-    return any(isinstance(layer, (ActivationQuantizer, QuantizedKernel))
+    return any(isinstance(layer, (ActivationQuantizer, QuantizedKernel, QuantizedEmbedding))
                for layer in getattr(model, "layers", ()))
 
 
 def uncalibrated_quantizers(model: keras.Model) -> List[str]:
     """Names of the `ActivationQuantizer`s of `model` whose range was never set."""
-    return [layer.name for layer in model.layers
-            if isinstance(layer, ActivationQuantizer)
-            and float(ops.convert_to_numpy(layer.initialized)) < 0.5]
+    return [quantizer.name for quantizer in activation_quantizers(model)
+            if float(ops.convert_to_numpy(quantizer.initialized)) < 0.5]
+
+
+def activation_quantizers(model: keras.Model) -> List[ActivationQuantizer]:
+    """Every `ActivationQuantizer` of `model`, those inside `QuantizedKernel`
+    wrappers (the input range of a tanh, sigmoid or leaky ReLU that LiteRT
+    does not fuse) included."""
+    found = []
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, ActivationQuantizer):
+            found.append(layer)
+        elif isinstance(layer, QuantizedKernel) and layer.pre_activation is not None:
+            found.append(layer.pre_activation)
+        elif isinstance(layer, QuantizedMaskedAveragePooling1D):
+            found.extend([layer.sum_quantizer, layer.count_quantizer])
+    return found

@@ -17,6 +17,7 @@ MODULES = [
     "keras_kd.schedules",
     "keras_kd.callbacks",
     "keras_kd.cache",
+    "keras_kd.lm_cache",
     "keras_kd.transfer",
     "keras_kd.export",
     "keras_kd.evaluation",

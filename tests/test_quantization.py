@@ -33,6 +33,21 @@ def _int8_weights(path):
     return found
 
 
+def _qad_int8(student, teacher, train, test, path, calibration=500, augmentation=None):
+    """One epoch of quantization-aware distillation, then the int8 export:
+    checked to pass parity and to be int8 throughout. `(qat, result)`."""
+    (x_train, y_train), (x_test, y_test) = train, test
+    qat = keras_kd.quantization_aware(student, calibration_data=x_train[:calibration])
+    qad = keras_kd.Distiller(student=qat, teacher=teacher, augmentation=augmentation)
+    qad.compile(optimizer=keras.optimizers.Adam(1e-4), alpha=0.5, temperature=2.0)
+    qad.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
+    result = keras_kd.export(qad, path, quantization="int8", verification_data=(x_test, y_test),
+                             verbose=0)
+    assert result.parity.passed and result.parity.top1_agreement >= 0.99
+    assert float_ops(path.read_bytes()) == []
+    return qat, result
+
+
 # ------------------------------------------------------------------ fast
 
 
@@ -104,8 +119,8 @@ def test_unsupported_layer_is_named_with_its_type_and_the_supported_list():
 
 def test_unsupported_activation_and_models():
     inputs = keras.Input((10,))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="tanh", name="squash")(inputs))
-    with pytest.raises(ValueError, match=r"'squash' of type Dense with activation='tanh'"):
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softplus", name="squash")(inputs))
+    with pytest.raises(ValueError, match=r"'squash' of type Dense with activation='softplus'.*tanh, sigmoid"):
         keras_kd.quantization_aware(model)
 
     class Subclassed(keras.Model):
@@ -118,6 +133,88 @@ def test_unsupported_activation_and_models():
         keras_kd.quantization_aware("student.keras")
     with pytest.raises(ValueError, match=r"momentum.*Received: momentum=1.5"):
         keras_kd.quantization_aware(models.mlp((4,)), momentum=1.5)
+
+
+def test_tanh_and_sigmoid_get_litert_fixed_output_ranges_and_calibrated_inputs():
+    inputs = keras.Input((6,), name="features")
+    x = keras.layers.Dense(8, activation="tanh", name="squash")(inputs)
+    x = keras.layers.Dense(8, name="pre")(x)
+    x = keras.layers.Activation("sigmoid", name="gate")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+    data = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    qat = keras_kd.quantization_aware(model, calibration_data=data)
+    # LiteRT's int8 TANH: scale 1/128, zero point 0; LOGISTIC: scale 1/256, zero point -128.
+    assert qat.get_layer("squash_quant").fixed_range == (-1.0, 127 / 128)
+    assert qat.get_layer("gate_quant").fixed_range == (0.0, 255 / 256)
+    # The tanh input (inside the Dense wrapper: LiteRT does not fuse tanh) is calibrated too.
+    pre_activation = qat.get_layer("squash").pre_activation
+    assert float(pre_activation.range_max) > 0.1
+    assert keras_kd.quantization.uncalibrated_quantizers(qat) == []
+    got = qat.predict(data, verbose=0)
+    expected = model.predict(data, verbose=0)
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max() + 1e-2
+
+
+def _token_ids(rng, n, length=12, vocabulary=50):
+    """Padded token ids: 3..length real tokens, then zeros."""
+    ids = rng.integers(1, vocabulary, (n, length)).astype("int32")
+    for row, size in zip(ids, rng.integers(3, length + 1, n)):
+        row[size:] = 0
+    return ids
+
+
+def test_embedding_bag_student_masked_mean_and_int8_table(tmp_path):
+    from keras_kd import text_models
+    from keras_kd.quantization import QuantizedEmbedding, QuantizedMaskedAveragePooling1D
+
+    keras.utils.set_random_seed(0)
+    student = text_models.embedding_bag_student(50, 12, 4, embedding_dim=8)
+    ids = _token_ids(np.random.default_rng(0), 64)
+    qat = keras_kd.quantization_aware(student, calibration_data=ids)
+    assert [type(layer).__name__ for layer in qat.layers] == [
+        "InputLayer", "QuantizedEmbedding", "QuantizedMaskedAveragePooling1D",
+        "ActivationQuantizer", "QuantizedKernel", "ActivationQuantizer"]
+    embedding = qat.get_layer("embedding")
+    assert isinstance(embedding, QuantizedEmbedding)
+    assert isinstance(qat.get_layer("features"), QuantizedMaskedAveragePooling1D)
+    # Per-tensor symmetric int8 table.
+    table = keras.ops.convert_to_numpy(embedding.quantized_embeddings())
+    scale = np.abs(keras.ops.convert_to_numpy(embedding.layer.embeddings)).max() / 127
+    np.testing.assert_allclose(table / scale, np.round(table / scale), atol=1e-3)
+    assert keras_kd.quantization.uncalibrated_quantizers(qat) == []
+    # The padding stays masked: a masked mean does not care where the zeros are.
+    got = keras.ops.convert_to_numpy(qat(ids))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(qat(ids[:, ::-1])), got, atol=1e-5)
+    expected = student.predict(ids, verbose=0)
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max() + 1e-3
+    path = tmp_path / "bag.keras"
+    qat.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(ids, verbose=0), qat.predict(ids, verbose=0))
+
+
+def test_masked_pooling_ignores_padding_and_pools_an_empty_row_to_zero():
+    from keras_kd.quantization import QuantizedMaskedAveragePooling1D
+
+    pool = QuantizedMaskedAveragePooling1D()
+    x = np.array([[[1.0], [3.0], [100.0]], [[5.0], [5.0], [5.0]]], "float32")
+    mask = np.array([[True, True, False], [False, False, False]])
+    got = keras.ops.convert_to_numpy(pool(x, mask=mask, training=True))
+    np.testing.assert_allclose(got, [[2.0], [0.0]], atol=4.0 / 255)
+
+
+def test_integer_input_must_feed_embeddings_only():
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(10, 4, name="embedding")(ids)
+    x = keras.layers.Flatten()(x)
+    other = keras.layers.Dense(2, name="direct")(keras.layers.Lambda(lambda t: keras.ops.cast(t, "float32"))(ids))
+    model = keras.Model(ids, keras.layers.Concatenate()([keras.layers.Dense(2)(x), other]))
+    with pytest.raises(ValueError, match=r"does not support layer"):
+        keras_kd.quantization_aware(model)  # Lambda and Concatenate: unsupported anyway
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    model = keras.Model(ids, keras.layers.Dense(2, name="direct")(ids))
+    with pytest.raises(ValueError, match=r"integer input \(token ids\) may only feed Embedding.*\['direct'\]"):
+        keras_kd.quantization_aware(model)
 
 
 def test_sequential_student_and_save_load(tmp_path):
@@ -184,16 +281,9 @@ def test_converted_cnn_matches_the_fake_quant_keras_model_and_its_ranges(fashion
     distiller.compile(optimizer="adam", alpha=0.5, temperature=2.0)
     distiller.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
 
-    qat = keras_kd.quantization_aware(student, calibration_data=x_train[:500])
-    qad = keras_kd.Distiller(student=qat, teacher=teacher, augmentation=keras_kd.augment.MixUp(seed=0))
-    qad.compile(optimizer=keras.optimizers.Adam(1e-4), alpha=0.5, temperature=2.0)
-    qad.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
-
     path = tmp_path / "qat.tflite"
-    result = keras_kd.export(qad, path, quantization="int8", verification_data=(x_test, y_test),
-                             verbose=0)
-    assert result.parity.passed and result.parity.top1_agreement >= 0.99
-    assert float_ops(path.read_bytes()) == []
+    qat, _ = _qad_int8(student, teacher, (x_train, y_train), (x_test, y_test), path,
+                       augmentation=keras_kd.augment.MixUp(seed=0))
     weights = _int8_weights(path)
     assert [op for op, _, _ in weights] == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED", "FULLY_CONNECTED"]
     assert all(dtype == np.int8 for _, dtype, _ in weights)
@@ -257,6 +347,61 @@ def test_student_failing_post_training_int8_passes_after_qad(fashion, tmp_path):
     assert result.parity.export_accuracy >= float_accuracy - 0.005
     assert float_ops(path.read_bytes()) == []
     assert all(dtype == np.int8 for _, dtype, _ in _int8_weights(path))
+
+
+@pytest.mark.slow
+def test_tanh_and_sigmoid_convert_to_int8_kernels_that_match_the_keras_model(fashion, tmp_path):
+    """Dense+tanh and Activation("sigmoid") run as LiteRT's int8 TANH and
+    LOGISTIC kernels; the file agrees with the fake-quant Keras model."""
+    (x_train, y_train), (x_test, y_test) = fashion
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(64, activation="tanh", name="squash")(x)
+    x = keras.layers.Dense(32, name="pre")(x)
+    x = keras.layers.Activation("sigmoid", name="gate")(x)
+    student = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+    student.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    student.fit(x_train, y_train, epochs=2, batch_size=128, verbose=0)
+    path = tmp_path / "squash.tflite"
+    qat, _ = _qad_int8(student, student, (x_train, y_train), (x_test, y_test), path)
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    outputs = {op["op_name"]: tensors[op["outputs"][0]] for op in interpreter._get_ops_details()}
+    assert outputs["TANH"]["dtype"] == np.int8 and outputs["LOGISTIC"]["dtype"] == np.int8
+    assert outputs["TANH"]["quantization"] == pytest.approx((1 / 128, 0))
+    assert outputs["LOGISTIC"]["quantization"] == pytest.approx((1 / 256, -128))
+    exported = run_tflite(path, x_test)
+    assert np.mean(exported.argmax(-1) == qat.predict(x_test, verbose=0).argmax(-1)) >= 0.99
+
+
+@pytest.mark.slow
+def test_text_student_converts_to_int8_gather_sum_div_and_matches_keras(tmp_path):
+    """The embedding-bag text student on real text (Debian package
+    descriptions): int32 token ids in, int8 GATHER / SUM / DIV / FULLY_CONNECTED,
+    and the file agrees with the fake-quant Keras model."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import text_classification as tc
+
+    data, class_names, corpus, vocabulary_size, length = tc.load("debian_packages")
+    (x_train, y_train), (x_test, y_test) = data
+    student, _, _ = tc.train_student(data, num_classes=len(class_names), epochs=3,
+                                     vocabulary_size=vocabulary_size, sequence_length=length)
+    path = tmp_path / "text.tflite"
+    qat, result = _qad_int8(student, student, (x_train, y_train), (x_test, y_test), path,
+                            calibration=1000)
+    assert result.parity.export_accuracy >= result.parity.keras_accuracy - 0.005
+    interpreter = Interpreter(model_path=str(path))
+    assert interpreter.get_input_details()[0]["dtype"] == np.int32  # token ids stay ids
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    int8_ops = {op["op_name"] for op in interpreter._get_ops_details()
+                if tensors[op["outputs"][0]]["dtype"] == np.int8}
+    assert {"GATHER", "SUM", "DIV", "FULLY_CONNECTED"} <= int8_ops
+    exported = run_tflite(path, x_test)
+    assert np.mean(exported.argmax(-1) == qat.predict(x_test, verbose=0).argmax(-1)) >= 0.99
 
 
 def test_docstring_examples_run():

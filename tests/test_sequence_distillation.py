@@ -364,3 +364,29 @@ def test_teacher_with_another_vocabulary_is_refused():
     teacher = token_model(0, vocabulary=VOCABULARY + 1)
     with pytest.raises(ValueError, match=r"same number of classes.*41.*40|classes.*40.*41"):
         keras_kd.Distiller(distiller_student, teacher)
+
+
+def test_a_keras_mask_on_the_outputs_masks_padding():
+    # Embedding(mask_zero=True) puts a Keras mask on the outputs, as a
+    # Keras user's LM would have; padding (token 0) then counts for nothing.
+    def masked_lm(seed, units):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((LENGTH,), dtype="int32")
+        hidden = keras.layers.Embedding(VOCABULARY, units, mask_zero=True)(inputs)
+        hidden = keras.layers.GRU(units, return_sequences=True)(hidden)
+        return keras.Model(inputs, keras.layers.Dense(VOCABULARY)(hidden))
+
+    x, y, _ = token_batch()
+    tokens = x["token_ids"]
+    distiller = keras_kd.Distiller(masked_lm(1, 8), masked_lm(0, 16))
+    distiller.compile(alpha=0.5)
+    assert keras_kd.positions.output_mask(distiller.student(tokens)) is not None
+    before = distiller.term_losses(tokens, y)
+    other_labels = np.where(tokens == 0, 5, y)
+    after = distiller.term_losses(tokens, other_labels)
+    for name in before:
+        np.testing.assert_allclose(float(after[name]), float(before[name]), rtol=1e-6)
+    student = keras.ops.convert_to_numpy(distiller.student(tokens))
+    rows = tokens != 0
+    hard = -np.take_along_axis(numpy_log_softmax(student, 1.0), y[..., None], -1)[..., 0]
+    np.testing.assert_allclose(float(before["student_loss"]), hard[rows].mean(), rtol=1e-5)

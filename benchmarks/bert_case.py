@@ -239,6 +239,8 @@ def main(argv=None):
     parser.add_argument("--intermediate-transfer", type=int, default=3000,
                         help="Transfer texts in the live-teacher intermediate-terms run.")
     parser.add_argument("--no-intermediate", dest="intermediate", action="store_false")
+    parser.add_argument("--baseline-lr-check", action="store_true",
+                        help="Also train the tiny BERT alone at lr 3e-3 and 1e-2 (seed 0).")
     parser.add_argument("--quick", action="store_true", help="Smoke run on slices (own cache).")
     args = parser.parse_args(argv)
     if args.quick:

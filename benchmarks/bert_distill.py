@@ -196,6 +196,20 @@ def run(state, vocabulary, inputs, args):
         # The exported student carries no projection weights.
         assert not any("projection" in w.path for w in model.weights)
         record(row, model, val, seed, time.time() - t0)
+    # 4. Is the tiny BERT alone held back by its learning rate? A check on
+    #    the validation split (seed 0), test read once for the best.
+    if args.baseline_lr_check and "tiny_bert_alone_lr" not in state:
+        check = {}
+        for lr in (3e-3, 1e-2):
+            model = make_student("tiny_bert", V, C, 0)
+            best, _ = bc.fit_choosing_epoch(model, inputs["train"], inputs["val"], epochs["tiny_bert"], lr)
+            check[f"{lr:g}"] = {"val": best, "model": model}
+            bc.log(f"tiny_bert alone lr={lr:g}: val {best:.4f}")
+        name = max(check, key=lambda k: check[k]["val"])
+        state["tiny_bert_alone_lr"] = {
+            "val": {k: v["val"] for k, v in check.items()}, "chosen": name,
+            "test": bc.accuracy(check[name]["model"], *inputs["test"]),
+        }
     state["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
     state["transfer_used"] = transfer_limit
     bc.save_state(state)

@@ -110,6 +110,12 @@ def write(state, args, path=None):
             f"| {label.format(t=_config(bc.TEACHER), s=_config(bc.STUDENT))} | {e['parameters']:,} | "
             f"{len(e['test'])} | {_fmt(e['val'])} | {_fmt(e['test'])} | {np.mean(e['seconds']):.0f} |"
         )
+    check = state.get("tiny_bert_alone_lr")
+    if check:
+        vals = ", ".join(f"lr {k}: {100 * v:.2f}%" for k, v in check["val"].items())
+        lines += ["", f"Baseline check: the tiny BERT alone at other learning rates (seed 0, validation): {vals} "
+                  f"(1e-3, the protocol's: {100 * r['tiny_bert/alone']['val'][0]:.2f}%). The best, lr "
+                  f"{check['chosen']}, reads {100 * check['test']:.2f}% on the test split."]
     if state.get("intermediate_error"):
         lines += ["", f"The intermediate-terms run failed: `{state['intermediate_error']}`."]
     lines += ["", "## Against the goal", ""]
@@ -141,5 +147,48 @@ def write(state, args, path=None):
                 f"{100 * closed:.0f}% of the {gap:.2f}-point gap to the pretrained teacher. "
                 f"Goal (>= 2 points, > 2 std, >= 50% of the gap): **{'met' if met else 'not met'}**."
             )
+    check = state.get("tiny_bert_alone_lr")
+    if check and "tiny_bert/kd_logits_transfer_intermediate" in r:
+        tuned = 100 * check["test"]
+        distilled = 100 * np.mean(r["tiny_bert/kd_logits_transfer_intermediate"]["test"])
+        lines.append(
+            f"- Against the stronger baseline of the check (tiny BERT alone at lr {check['chosen']}, chosen on "
+            f"validation, one seed: {tuned:.2f}%), the intermediate-terms student is {distilled - tuned:+.2f} points "
+            f"better and closes {100 * (distilled - tuned) / (teacher - tuned):.0f}% of the gap; with one seed for "
+            "that baseline its > 2 std part is unchecked, and the distilled run was not retried at that lr. So "
+            "the 'met' above is against the protocol's weak baseline; this line is the fairer reading."
+        )
+    t_pre, t_scr = (100 * np.mean(r[f"teacher/{n}"]["test"]) for n in ("pretrained", "scratch"))
+    v_pre, v_scr = (100 * np.mean(r[f"teacher/{n}"]["val"]) for n in ("pretrained", "scratch"))
+    lines += [
+        "",
+        "## Reading, and where it falls short",
+        "",
+        f"- **The teacher is weak, and pretraining barely shows.** {pre['steps']} MLM steps "
+        f"({pre['texts_seen'] / pre['corpus_texts']:.2f} passes, held-out masked-token accuracy "
+        f"{100 * pre['held_out_after']['accuracy']:.1f}%) is what fitted the budget on 2 shared cores. The pretrained "
+        f"teacher reads {t_pre:.2f}% on test against {t_scr:.2f}% without pretraining, but {v_pre:.2f}% against "
+        f"{v_scr:.2f}% on validation: one seed each, so no pretraining gain is shown beyond noise. Real BERT "
+        "pretraining is orders of magnitude longer.",
+        "- **The gap to close is about one point** for the embedding bag: alone it is nearly as good as the "
+        "teacher on this short-text task (the finding of `text_classification.md`). A gain of 2 points then means "
+        "beating the teacher, which only the transfer text does: soft labels on 8,000 unlabelled descriptions "
+        "are more (pseudo-)labelled data. That gain is clear against the spread over seeds but smaller than 2 "
+        "points.",
+        "- **Logits on the labelled set alone hurt** both students (as in `text_classification.md`): the "
+        "teacher's soft labels there are less accurate than the true labels they replace half of (alpha=0.5).",
+        "- **The tiny BERT alone is badly undertrained** at the protocol's settings (lr 1e-3, 5 epochs, "
+        "hidden 16): the baseline check above shows how much of its deficit is the learning rate. The "
+        "intermediate terms (hidden states through projections, embeddings, last-layer attention) give it a dense "
+        "per-token signal and bring it to the teacher's level within the same 5 epochs, on fewer transfer "
+        "texts (3,000 with the live teacher).",
+        f"- **Budget**: vocabulary {corpus['vocab_seconds'] / 60:.1f} min, pretraining {pre['seconds'] / 60:.1f} min, "
+        f"fine-tuning {sum(r[f'teacher/{n}']['seconds'][0] for n in ('pretrained', 'scratch')) / 60:.1f} min, "
+        f"distillation runs {sum(sum(e['seconds']) for k, e in r.items() if not k.startswith('teacher')) / 60:.1f} min "
+        "(plus loading, encoding and teacher logits). Before it, a timing pilot (`benchmarks/bert_pilot.py`, "
+        "7 min) and a first fine-tuning at lr 2e-4 (about 8 min, discarded, see above); a `--quick` smoke run "
+        "overlapped. In all this overran the planned 45 minutes of wall time on the shared machine (load 5-9). "
+        "Export (issue 17, item 4) is not done here.",
+    ]
     path.write_text("\n".join(lines) + "\n")
     bc.log(f"wrote {path}")

@@ -1,7 +1,8 @@
 """Shared pieces of the result benchmarks: data, consistent augmentation,
 cached teachers and their outputs, and the metrics of the results table.
 
-Used by `results_table.py` and `sweeps.py`; not part of the `keras_kd` API.
+Used by `results_table.py`, `methods_table.py` and `sweeps.py`; not part of the
+`keras_kd` API.
 
 Consistency (Beyer et al. 2022): every epoch `e` of every run trains on the
 same deterministic augmented view `e` of the training set, so a live teacher

@@ -1,669 +1,752 @@
-"""Results table: is distillation worth it on Fashion-MNIST?
+"""Results a skeptic accepts: distillation on Fashion-MNIST, every setting
+chosen on a validation split, the test set read once at the end.
 
-Trains every row of `ROWS` (teacher, the student alone, the student distilled
-with each method) on the same data, augmentation, schedule and seeds, and
-writes mean and standard deviation over seeds to
-`benchmarks/results/results_table.md`, with the raw per-seed numbers in
-`results_table.json` and `results_table.csv`.
+Data. Fashion-MNIST's 60,000 training images in a fixed random order
+(`kd_bench.load_data`): the last `val_size` are the validation split, the
+others the training split. The 10,000 test images are read once, in the last
+phase, by the models whose rows are in the table.
 
-    PYTHONPATH=. python benchmarks/results_table.py            # the committed run
-    PYTHONPATH=. python benchmarks/results_table.py --quick    # a smoke test
-    PYTHONPATH=. python benchmarks/results_table.py --rows kd scratch
+Settings.
+- (a) `all-labels`: every training-split image with its label, no extra data.
+- (b) `transfer`: the first `labelled` training-split images with labels; the
+  rest of the training split without them (a transfer set that only the
+  teacher's outputs describe). Rows that use only labels train on the
+  labelled images for as many optimizer steps as (a)'s rows.
 
-Teachers are trained once per seed and kept under `benchmarks/.cache/`, with
-their logits on every augmented view, so a rerun (or another row) does not
-train them again. Rows already in the JSON file for the same budget are kept,
-so rows can be (re)run one at a time.
+Teacher. One `cnn_teacher(width=16)` trained once on the training split
+(no augmentation, `kd_bench.get_teacher`), shared by every row,
+seed and setting: the student seeds vary the student's initial weights and
+batch order, not the teacher, so the teacher row has one value.
+
+Rows, per student (an MLP 64-64 and `cnn_student(width=4)`) and setting:
+- `teacher`;
+- `alone`: the student alone, `short` epochs, learning rate the best of
+  `keras_kd.tune`'s student-alone grid on validation;
+- `best-alone`: the strongest student-alone variant on validation among
+  {alone at `short` epochs, alone at `long` epochs, alone with MixUp on its
+  inputs and labels at `long` epochs}, the last on exactly the mixed inputs
+  function matching sees;
+- `kd`: Hinton KD at `Distiller.compile()`'s defaults (alpha=0.5, T=1),
+  `short` epochs, the teacher's logits on the unaugmented training images
+  cached (identical to a live teacher without augmentation);
+- `fm`: function matching (Beyer et al. 2022): teacher and student see the
+  same MixUp-ed input (`keras_kd.augment.MixUp`, lambda ~ U[0, 1]), T=1,
+  alpha=0 (the teacher's output the only target), `long` epochs. Labels are
+  not used, so (a) and (b) are the same run. Every epoch is a fresh mixed view
+  of the training split; the teacher's logits on view `e` are computed once
+  and replayed to every seed and student (the outputs a live teacher would
+  give on those inputs; on a shared 2-core CPU the live teacher costs 5x the
+  MLP's own step);
+- `tune`: `keras_kd.tune`'s pick (KerasTuner, validation data), searched once
+  (seed 0) on the `labelled` labelled images with `tune_epochs` epochs, then
+  retrained with 3 seeds in each setting at `short` epochs.
+
+    PYTHONPATH=. python benchmarks/results_table.py                  # every row
+    PYTHONPATH=. python benchmarks/results_table.py --quick          # smoke test (minutes)
+    PYTHONPATH=. python benchmarks/results_table.py --students cnn --settings all-labels \
+        --rows teacher alone kd                                      # a subset
+    PYTHONPATH=. python benchmarks/results_table.py --report-only    # score finished runs
+
+The committed file lists the commands that produced it.
+
+Every training run is kept under `--cache-dir` as it finishes (validation
+accuracy and weights), so an interrupted run resumes where it stopped, and
+the report is rewritten after every row.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
+import datetime
 import json
+import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kd_bench  # noqa: E402
-from kd_bench import Budget, log  # noqa: E402
+from kd_bench import log  # noqa: E402
 
 COMMAND = "PYTHONPATH=. python benchmarks/results_table.py"
+SETTINGS = ("all-labels", "transfer")
+SETTING_LABELS = {
+    "all-labels": "(a) all training-split labels, no extra data",
+    "transfer": "(b) labelled subset + unlabelled transfer set",
+}
+ROWS = ("teacher", "alone", "best-alone", "kd", "fm", "tune")
+ROW_LABELS = {
+    "teacher": "teacher (CNN, one teacher for every seed)",
+    "alone": "student alone",
+    "best-alone": "strongest student alone (picked on validation)",
+    "kd": "Hinton KD at compile()'s defaults (alpha=0.5, T=1)",
+    "fm": "function matching (MixUp, T=1, alpha=0, long schedule)",
+    "tune": "`keras_kd.tune`'s pick",
+}
+DISTILLED = ("kd", "fm", "tune")
+VIEW_SEED = 14_4
 
 
-# ------------------------------------------------------------- row registry
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What every run shares."""
 
-def _students(budget: Budget) -> Dict[str, Callable]:
+    val_size: int = 10000
+    labelled: int = 10000
+    test_size: int = 10000
+    batch_size: int = 256
+    short: int = 10
+    long: int = 30
+    teacher_width: int = 16
+    teacher_epochs: int = 10
+    cnn_width: int = 4
+    tune_epochs: int = 5
+    tune_trials: int = 3
+    seeds: tuple = (0, 1, 2)
+
+    @property
+    def train_size(self) -> int:
+        return 60000 - self.val_size
+
+
+QUICK = Plan(val_size=500, labelled=300, test_size=500, batch_size=128, short=1, long=2,
+             teacher_width=4, teacher_epochs=1, cnn_width=2, tune_epochs=1, tune_trials=1,
+             seeds=(0, 1))
+QUICK_TRAIN = 1500
+
+
+def build_student(kind: str, plan: Plan):
     from keras_kd import models
 
+    if kind == "mlp":
+        return models.mlp((64, 64), name="mlp_64_64")
+    if kind == "cnn":
+        return models.cnn_student(width=plan.cnn_width)
+    raise ValueError(f"`student` must be 'mlp' or 'cnn'. Received: {kind!r}.")
+
+
+STUDENT_LABELS = {"mlp": "MLP 64-64", "cnn": "CNN student"}
+
+
+# --------------------------------------------------------------------- data
+
+class Data:
+    """Training and validation splits, the teacher and its cached outputs."""
+
+    def __init__(self, plan: Plan, cache: Path, quick: bool):
+        self.plan, self.cache = plan, cache
+        total = QUICK_TRAIN + plan.val_size if quick else 60000
+        self.budget = kd_bench.Budget(
+            train_size=total - plan.val_size, test_size=plan.test_size,
+            teacher_epochs=plan.teacher_epochs, batch_size=128, augment=False,
+            teacher_learning_rate=1e-3, teacher_width=plan.teacher_width,
+            teacher_train_size=total - plan.val_size, lr_schedule="cosine",
+            shared_teacher_seed=0, cache_dir=cache)
+        (x, y), test = kd_bench.load_data(self.budget, total)
+        n = total - plan.val_size
+        self.x, self.y = x[:n], y[:n]
+        self.x_val, self.y_val = x[n:], y[n:]
+        self._test = test
+        self.teacher, self.teacher_info = kd_bench.get_teacher(
+            "cnn", 0, self.budget, ((self.x, self.y), test))
+        self._views: Dict[tuple, tuple] = {}
+        # Everything trained or cached below depends on this teacher.
+        self.root = cache / kd_bench.teacher_key("cnn", 0, self.budget)
+
+    def test(self):
+        """The test set: only the final phase calls this."""
+        return self._test
+
+    def teacher_logits(self, name: str, images_fn) -> np.ndarray:
+        path = self.root / "logits" / f"{name}.npy"
+        if path.exists():
+            return np.load(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        logits = kd_bench.predict_logits(self.teacher, images_fn())
+        np.save(path, logits)
+        return logits
+
+    def train_logits(self) -> np.ndarray:
+        return self.teacher_logits("train", lambda: self.x)
+
+    def mixup_plan(self, count: int, view: int):
+        """Epoch `view`'s batch order and MixUp draws over the first `count`
+        training images: `keras_kd.augment.MixUp` on each batch, as a
+        `Distiller(augmentation=MixUp())` would draw them in its step."""
+        key = (count, view)
+        path = self.root / "views" / f"n{count}-v{view}.npz"
+        if key not in self._views and path.exists():
+            with np.load(path) as saved:
+                self._views = {key: (saved["order"], saved["partner"], saved["weight"])}
+        if key not in self._views:
+            import tensorflow as tf
+
+            from keras_kd import augment
+
+            rng = np.random.default_rng([VIEW_SEED, count, view])
+            order = rng.permutation(count)
+            mixer = augment.MixUp(alpha=1.0, seed=int(rng.integers(2 ** 31)))
+            # The same draws as eager calls (checked), faster.
+            mix = tf.function(mixer.mix)
+            partners, weights = [], []
+            for start in range(0, count, self.plan.batch_size):
+                batch = order[start:start + self.plan.batch_size]
+                # MixUp's draws depend only on the batch size.
+                _, partner, weight = mix(np.zeros((len(batch), 1), "float32"))
+                partners.append(batch[np.asarray(partner)])
+                weights.append(np.asarray(weight, "float32"))
+            self._views = {key: (order, np.concatenate(partners), np.concatenate(weights))}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, order=order, partner=self._views[key][1], weight=self._views[key][2])
+        return self._views[key]
+
+    def mixed(self, count: int, view: int):
+        order, partner, weight = self.mixup_plan(count, view)
+        w = weight[:, None, None, None]
+        return (w * self.x[order] + (1 - w) * self.x[partner]).astype("float32"), order, partner, weight
+
+    def view_logits(self, view: int) -> np.ndarray:
+        n = len(self.x)
+        return self.teacher_logits(f"mixup-n{n}-v{view}", lambda: self.mixed(n, view)[0])
+
+
+# ----------------------------------------------------------------- training
+
+def _optimizer(learning_rate: float, steps: int):
+    import keras
+
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps))
+
+
+def _steps(count: int, epochs: int, batch_size: int) -> int:
+    return epochs * -(-count // batch_size)
+
+
+def train(data: Data, spec: dict):
+    """Trains the run `spec` describes; returns the student and fit seconds.
+
+    `spec`: student, method (`alone`, `mixup`, `kd`, `fm`, `live`), setting,
+    epochs (counted over (a)'s training split; runs on fewer images take as
+    many steps), learning_rate, seed, and for `kd`/`live` alpha and
+    temperature (None: compile()'s defaults) and `augmentation`.
+    """
+    import keras
+
+    import keras_kd
+
+    plan = data.plan
+    keras.utils.set_random_seed(spec["seed"])
+    student = build_student(spec["student"], plan)
+    n, labelled = len(data.x), plan.labelled
+    method, setting = spec["method"], spec["setting"]
+    steps = _steps(n, spec["epochs"], plan.batch_size)
+    optimizer = _optimizer(spec["learning_rate"], steps)
+    start = time.perf_counter()
+    uses_labels_only = method in ("alone", "mixup")
+    count = labelled if setting == "transfer" and uses_labels_only else n
+    epochs = -(-steps // -(-count // plan.batch_size))
+    y = data.y[:count].copy()
+    if setting == "transfer" and not uses_labels_only:
+        y[labelled:] = keras_kd.UNLABELED
+    if method == "alone":
+        student.compile(optimizer=optimizer, metrics=["accuracy"],
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        student.fit(data.x[:count], y, batch_size=plan.batch_size, epochs=epochs, verbose=0)
+    elif method == "mixup":
+        student.compile(optimizer=optimizer,
+                        loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        one_hot = np.eye(10, dtype="float32")[y]
+        for epoch in range(epochs):
+            images, order, partner, weight = data.mixed(count, epoch)
+            w = weight[:, None]
+            labels = w * one_hot[order] + (1 - w) * one_hot[partner]
+            student.fit(images, labels, batch_size=plan.batch_size, shuffle=False, verbose=0)
+    elif method in ("kd", "fm"):
+        distiller = keras_kd.Distiller(student=student, teacher=None)
+        options = {k: spec[k] for k in ("alpha", "temperature") if spec.get(k) is not None}
+        distiller.compile(optimizer=optimizer, **options)
+        key, inputs = keras_kd.INPUTS_KEY, keras_kd.TEACHER_LOGITS_KEY
+        if method == "kd":
+            distiller.fit({key: data.x, inputs: data.train_logits()}, y,
+                          batch_size=plan.batch_size, epochs=epochs, verbose=0)
+        else:
+            unlabelled = np.full(n, keras_kd.UNLABELED, "int32")
+            for epoch in range(epochs):
+                logits = data.view_logits(epoch)
+                images = data.mixed(n, epoch)[0]
+                distiller.fit({key: images, inputs: logits}, unlabelled,
+                              batch_size=plan.batch_size, shuffle=False, verbose=0)
+    elif method == "live":
+        augmentation = (keras_kd.augment.MixUp(alpha=1.0, seed=spec["seed"])
+                        if spec.get("augmentation") == "mixup" else None)
+        distiller = keras_kd.Distiller(student=student, teacher=data.teacher,
+                                       augmentation=augmentation)
+        distiller.compile(optimizer=optimizer, alpha=spec["alpha"],
+                          temperature=spec["temperature"])
+        distiller.fit(data.x, y, batch_size=plan.batch_size, epochs=epochs, verbose=0)
+    else:
+        raise ValueError(f"Unknown method {method!r}.")
+    return student, time.perf_counter() - start
+
+
+def _accuracy(model, x, y) -> float:
+    return float((kd_bench.predict_logits(model, x).argmax(-1) == y).mean())
+
+
+class Runs:
+    """Finished runs on disk: validation accuracy, time and weights."""
+
+    def __init__(self, data: Data, directory: Path):
+        self.data, self.directory = data, directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, spec: dict) -> Path:
+        fields = "-".join(str(spec[k]) for k in ("student", "method", "setting", "epochs", "seed"))
+        return self.directory / f"{fields}-{kd_bench.fingerprint(spec)}"
+
+    def get(self, spec: dict) -> dict:
+        path = self._path(spec)
+        record_path = path.with_suffix(".json")
+        if record_path.exists():
+            return json.loads(record_path.read_text())
+        log(f"training {json.dumps(spec)}")
+        student, seconds = train(self.data, spec)
+        student.save_weights(str(path) + ".weights.h5")
+        record = dict(spec, val_accuracy=_accuracy(student, self.data.x_val, self.data.y_val),
+                      train_seconds=seconds, params=int(student.count_params()),
+                      weights=str(path) + ".weights.h5")
+        record_path.write_text(json.dumps(record, indent=1))
+        log(f"  val accuracy {record['val_accuracy']:.4f}, {seconds:.0f}s")
+        return record
+
+
+# ---------------------------------------------------------------- selection
+
+def tune_pick(data: Data, student: str, directory: Path) -> dict:
+    """`keras_kd.tune` once (seed 0) on the labelled images; its choice."""
+    path = directory / f"tune-{student}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    import keras_kd
+
+    plan = data.plan
+    start = time.perf_counter()
+    result = keras_kd.tune(
+        lambda: build_student(student, plan), data.teacher,
+        data.x[:plan.labelled], data.y[:plan.labelled],
+        validation_data=(data.x_val, data.y_val), epochs=plan.tune_epochs,
+        batch_size=plan.batch_size, max_trials=plan.tune_trials, seed=0,
+        directory=str(directory / f"tune-{student}"), verbose=0)
+    pick = {"distilled": result.distilled, "settings": result.settings,
+            "baseline_settings": result.baseline_settings,
+            "validation_accuracy": result.validation_accuracy,
+            "baseline_validation_accuracy": result.baseline_validation_accuracy,
+            "trials": result.trials, "seconds": time.perf_counter() - start}
+    path.write_text(json.dumps(pick, indent=1))
+    log(f"tune ({student}): {result.verdict} settings {result.settings}")
+    return pick
+
+
+def row_specs(runs: Runs, student: str, setting: str, lr: float, choices: dict,
+              with_candidates: bool = True) -> Dict[str, dict]:
+    """The seed-0 spec of every row; picks the strongest student alone
+    (its candidates train here, seed 0, on validation)."""
+    plan = runs.data.plan
+    base = {"student": student, "setting": setting, "seed": plan.seeds[0], "learning_rate": lr}
+    candidates = {
+        f"alone, {plan.short} epochs": dict(base, method="alone", epochs=plan.short),
+        f"alone, {plan.long} epochs": dict(base, method="alone", epochs=plan.long),
+        f"alone + MixUp on inputs and labels, {plan.long} epochs": dict(
+            base, method="mixup", epochs=plan.long),
+    }
+    if not with_candidates:
+        candidates = dict(list(candidates.items())[:1])
+    scores = {name: runs.get(spec)["val_accuracy"] for name, spec in candidates.items()}
+    best = max(scores, key=scores.get)
+    choices.setdefault(student, {})[setting] = {
+        "chosen_learning_rate": lr, "best_alone_candidates": scores, "best_alone": best}
     return {
-        "cnn_student": lambda: models.cnn_student(width=budget.student_width),
-        "mlp_800": lambda: models.mlp((800, 800), name="mlp_800"),
-        "mlp_30": lambda: models.mlp((30, 30), name="mlp_30"),
+        "alone": candidates[f"alone, {plan.short} epochs"],
+        "best-alone": candidates[best],
+        "kd": dict(base, method="kd", epochs=plan.short, alpha=None, temperature=None),
+        # Labels are not used: the same run in both settings.
+        "fm": dict(base, method="fm", setting="all-labels", epochs=plan.long,
+                   alpha=0.0, temperature=1.0),
     }
 
 
-STUDENT_LABELS = {
-    "cnn_student": "CNN student",
-    "mlp_800": "MLP 2x800",
-    "mlp_30": "MLP 2x30",
-}
-TEACHER_LABELS = {
-    "cnn": "CNN teacher",
-    "mlp": "MLP 2x1200 teacher (dropout)",
-    "cnn_ensemble": "3 CNN teachers",
-}
+def tune_spec(pick: dict, student: str, setting: str, seed: int, plan: Plan) -> dict:
+    settings = pick["settings"]
+    base = {"student": student, "setting": setting, "seed": seed, "epochs": plan.short,
+            "learning_rate": settings["learning_rate"]}
+    if not pick["distilled"]:
+        method = "mixup" if settings["augmentation"] == "mixup" else "alone"
+        return dict(base, method=method)
+    if settings["augmentation"] == "none":
+        return dict(base, method="kd", alpha=settings["alpha"],
+                    temperature=settings["temperature"])
+    return dict(base, method="live", augmentation="mixup", alpha=settings["alpha"],
+                temperature=settings["temperature"])
 
 
-@dataclass(frozen=True)
-class RowSpec:
-    """One row of the table.
+# ------------------------------------------------------------------ report
 
-    `method` is `"teacher"` (evaluate the trained teacher), `"scratch"` (the
-    student alone, plain `model.fit` on the labels) or `"distill"` (a
-    `Distiller` with `temperature`, `alpha` and the extra terms that
-    `terms(student, teachers)` returns). `source` says where the teacher's
-    logits come from: `"cached"` (precomputed per augmented view) or
-    `"live"` (the teacher runs inside every training step).
-    With `transfer_size`, a distilled student trains on the first
-    `transfer_size` training images: its own labelled ones and unlabelled
-    ones (label `keras_kd.UNLABELED`) that only the teacher's outputs
-    describe, for as many steps as the other students (fewer epochs).
-    """
-
-    id: str
-    label: str
-    method: str
-    student: Optional[str] = None
-    teacher: Optional[str] = None
-    source: str = "cached"
-    temperature: float = 4.0
-    alpha: float = 0.1
-    terms: Optional[Callable] = None
-    baseline: str = "scratch"
-    available: Callable[[], Optional[str]] = lambda: None
-    note: str = ""
-    transfer_size: Optional[int] = None
+def evaluate(data: Data, record: dict) -> dict:
+    """Test metrics of a finished run (the final phase only)."""
+    x_test, y_test = data.test()
+    model = build_student(record["student"], data.plan)
+    model.load_weights(record["weights"])
+    reference = data.teacher_logits("test", lambda: x_test).argmax(-1)
+    return kd_bench.evaluate_logits(kd_bench.predict_logits(model, x_test), y_test, reference)
 
 
-def _terms_module():
-    import keras_kd
-
-    return keras_kd
-
-
-def _needs(*names: str) -> Callable[[], Optional[str]]:
-    """An availability check: the reason a row cannot run, or None."""
-
-    def check():
-        module = _terms_module()
-        missing = [name for name in names if not hasattr(module, name)]
-        return f"keras_kd has no {', '.join(missing)} yet (issue 8)" if missing else None
-
-    return check
+def _stat(values) -> Optional[tuple]:
+    mean, std = kd_bench.mean_std(values)
+    return None if mean is None else (100 * mean, 100 * std)
 
 
-#: Temperature and alpha of the Hinton KD rows of the CNN student, chosen by
-#: one-seed pilots on the transfer-set setting (T=1 beat T=2, alpha 0.1 beat 0.5);
-#: `sweeps.py` measures the neighbours (results/sweeps.md).
-KD_SETTING = {"temperature": 1.0, "alpha": 0.1}
-
-ROWS: List[RowSpec] = [
-    RowSpec("teacher", "CNN teacher", "teacher", teacher="cnn", baseline="scratch"),
-    RowSpec("scratch", "CNN student, from scratch", "scratch", student="cnn_student",
-            teacher="cnn"),
-    RowSpec("kd", "CNN student, Hinton KD (cached teacher)", "distill",
-            student="cnn_student", teacher="cnn", **KD_SETTING),
-    RowSpec("kd-live", "CNN student, Hinton KD (live teacher)", "distill",
-            student="cnn_student", teacher="cnn", source="live", **KD_SETTING),
-    RowSpec("kd-transfer", "CNN student, Hinton KD on its 10k labelled + 50k unlabelled "
-            "images (cached teacher)", "distill", student="cnn_student", teacher="cnn",
-            transfer_size=60000, **KD_SETTING),
-    RowSpec("ensemble-teacher", "3 CNN teachers (mean probabilities)", "teacher",
-            teacher="cnn_ensemble"),
-    RowSpec("ensemble", "CNN student, KD from an ensemble of 3 teachers on its 10k "
-            "labelled + 50k unlabelled images (cached)", "distill", student="cnn_student",
-            teacher="cnn_ensemble", transfer_size=60000, **KD_SETTING),
-    RowSpec("hinton-teacher", "MLP 2x1200 teacher, dropout (Hinton's setting)",
-            "teacher", teacher="mlp", baseline="hinton-800-scratch"),
-    RowSpec("hinton-800-scratch", "MLP 2x800, from scratch", "scratch",
-            student="mlp_800", teacher="mlp", baseline="hinton-800-scratch"),
-    RowSpec("hinton-800-kd", "MLP 2x800, KD from MLP teacher, T=20", "distill",
-            student="mlp_800", teacher="mlp", temperature=20.0, alpha=0.1,
-            baseline="hinton-800-scratch"),
-    RowSpec("mlp-800-kd-cnn", "MLP 2x800, KD from the CNN teacher", "distill",
-            student="mlp_800", teacher="cnn", temperature=2.0, alpha=0.5,
-            baseline="hinton-800-scratch"),
-    RowSpec("mlp-800-kd-cnn-transfer", "MLP 2x800, KD from the CNN teacher on its 10k "
-            "labelled + 50k unlabelled images", "distill", student="mlp_800", teacher="cnn",
-            temperature=2.0, alpha=0.5, baseline="hinton-800-scratch", transfer_size=60000),
-    RowSpec("hinton-30-scratch", "MLP 2x30, from scratch", "scratch",
-            student="mlp_30", teacher="mlp", baseline="hinton-30-scratch"),
-    RowSpec("hinton-30-t2.5", "MLP 2x30, KD from MLP teacher, T=2.5", "distill",
-            student="mlp_30", teacher="mlp", temperature=2.5, alpha=0.1,
-            baseline="hinton-30-scratch"),
-    RowSpec("hinton-30-t4", "MLP 2x30, KD from MLP teacher, T=4", "distill",
-            student="mlp_30", teacher="mlp", temperature=4.0, alpha=0.1,
-            baseline="hinton-30-scratch"),
-]
-
-
-
-def _hint_terms(student, teachers):
-    import keras_kd
-
-    # Both `block2` outputs are 14x14; a 1x1 adapter maps the student's channels
-    # to the teacher's.
-    return [keras_kd.HintLoss(student_layer="block2", teacher_layer="block2", loss_weight=1.0)]
-
-
-def _attention_terms(student, teachers):
-    import keras_kd
-
-    # beta / 2 = 500 with per-position means, as in Zagoruyko & Komodakis.
-    return [keras_kd.AttentionTransfer(feature_pairs={"block1": "block1", "block2": "block2"},
-                                       loss_weight=500.0)]
-
-
-def _dkd_terms(student, teachers):
-    import keras_kd
-
-    return [keras_kd.DecoupledKD(alpha=1.0, beta=8.0, temperature=4.0)]
-
-
-ROWS += [
-    RowSpec("hints", "CNN student, KD + FitNets hints on block2 (live teacher)", "distill",
-            student="cnn_student", teacher="cnn", source="live", terms=_hint_terms,
-            available=_needs("HintLoss"), **KD_SETTING),
-    RowSpec("at", "CNN student, KD + attention transfer on block1-2 (live teacher)",
-            "distill", student="cnn_student", teacher="cnn", source="live",
-            **KD_SETTING, terms=_attention_terms,
-            available=_needs("AttentionTransfer")),
-    # DKD replaces Hinton's term: cross-entropy (weight 1) + DKD, as in the paper.
-    RowSpec("dkd", "CNN student, DKD (alpha 1, beta 8, T=4; cached teacher)", "distill",
-            student="cnn_student", teacher="cnn", temperature=4.0, alpha=1.0,
-            terms=_dkd_terms, available=_needs("DecoupledKD")),
-]
-
-ROW_IDS = [row.id for row in ROWS]
-
-
-def register(row: RowSpec) -> None:
-    """Adds (or replaces) a row; the methods of issue 8 plug in here."""
-    for index, existing in enumerate(ROWS):
-        if existing.id == row.id:
-            ROWS[index] = row
-            break
-    else:
-        ROWS.append(row)
-    if row.id not in ROW_IDS:
-        ROW_IDS.append(row.id)
-
-
-# ----------------------------------------------------------------- running
-
-class Context:
-    """Data and teachers shared by every row of one run."""
-
-    def __init__(self, budget: Budget):
-        self.budget = budget
-        self.data = kd_bench.load_data(budget)
-
-    @property
-    def test_labels(self):
-        return self.data[1][1]
-
-    def teachers(self, kind: str, seed: int, seeds: List[int]):
-        """`[(kind, seed)]` of the teachers a row with teacher `kind` uses."""
-        shared = self.budget.shared_teacher_seed
-        if kind == "cnn_ensemble":
-            return [("cnn", s) for s in _ensemble_seeds(seeds, shared)]
-        return [(kind, seed if shared is None else shared)]
-
-    def test_logits(self, kind: str, seed: int, seeds: List[int]):
-        logits = [
-            kd_bench.teacher_logits(k, s, self.budget, self.data, "test")
-            for k, s in self.teachers(kind, seed, seeds)
-        ]
-        if len(logits) == 1:
-            return logits[0]
-        # The ensemble predicts with its mean probabilities.
-        import numpy as np
-
-        return np.log(np.mean([kd_bench.softmax(l) for l in logits], axis=0))
-
-
-def _ensemble_seeds(seeds: List[int], shared: Optional[int] = None) -> List[int]:
-    """Three teachers: the run's seeds (or the shared teacher's), padded with
-    further ones if fewer."""
-    chosen = [shared] if shared is not None else list(dict.fromkeys(seeds))[:3]
-    extra = max(chosen) + 1 if chosen else 0
-    while len(chosen) < 3:
-        chosen.append(extra)
-        extra += 1
-    return chosen
-
-
-def run_row(row: RowSpec, seed: int, seeds: List[int], context: Context) -> dict:
-    import keras
-    import numpy as np
-
-    import keras_kd
-
-    budget = context.budget
-    (x_train, y_train), (x_test, y_test) = context.data
-    record = {"row": row.id, "seed": seed}
-    if row.method == "teacher":
-        # One teacher, or an ensemble that predicts with its mean probabilities.
-        trained = [kd_bench.get_teacher(k, s, budget, context.data)
-                   for k, s in context.teachers(row.teacher, seed, seeds)]
-        logits = context.test_logits(row.teacher, seed, seeds)
-        record.update(kd_bench.evaluate_logits(logits, y_test, None))
-        train_probabilities = np.mean(
-            [kd_bench.softmax(kd_bench.predict_logits(model, x_train)) for model, _ in trained],
-            axis=0)
-        record.update(params=sum(info["params"] for _, info in trained),
-                      train_seconds=sum(info["train_seconds"] for _, info in trained),
-                      train_accuracy=float((train_probabilities.argmax(-1) == y_train).mean()))
-        return record
-
-    teacher_ids = context.teachers(row.teacher, seed, seeds)
-    reference = context.test_logits(row.teacher, seed, seeds).argmax(axis=-1)
-    teachers = [kd_bench.get_teacher(k, s, budget, context.data)[0] for k, s in teacher_ids]
-    x_fit, y_fit, epochs = x_train, y_train, budget.student_epochs
-    if row.transfer_size:
-        (x_fit, y_fit), _ = kd_bench.load_data(budget, row.transfer_size)
-        # The first `train_size` images are the students' labelled ones.
-        y_fit = y_fit.copy()
-        y_fit[len(x_train):] = keras_kd.UNLABELED
-        epochs = max(1, round(budget.student_epochs * len(x_train) / len(x_fit)))
-    keras.utils.set_random_seed(seed)
-    student = _students(budget)[row.student]()
-    extra = None
-    if row.method == "scratch":
-        model = student
-        kd_bench.compile_classifier(model, budget, epochs, len(x_fit),
-                                    budget.student_learning_rate)
-    else:
-        live = row.source == "live"
-        model = keras_kd.Distiller(
-            student=student,
-            teacher=(teachers if len(teachers) > 1 else teachers[0]) if live else None,
-        )
-        terms = row.terms(student, teachers) if row.terms else []
-        model.compile(
-            optimizer=kd_bench.optimizer(budget, epochs, len(x_fit),
-                                        budget.student_learning_rate),
-            metrics=["accuracy"],
-            alpha=row.alpha,
-            temperature=row.temperature,
-            distillation_terms=terms,
-        )
-        if not live:
-            def extra(epoch):
-                logits = [
-                    kd_bench.teacher_logits(k, s, budget, context.data, epoch,
-                                            transfer_size=row.transfer_size)
-                    for k, s in teacher_ids
-                ]
-                return {keras_kd.TEACHER_LOGITS_KEY: logits if len(logits) > 1 else logits[0]}
-
-            # Fill the cache first, so its cost is not counted as training.
-            for epoch in range(epochs):
-                extra(epoch)
-    seconds = kd_bench.fit_by_views(model, x_fit, y_fit, epochs, budget, extra=extra)
-    logits = kd_bench.predict_logits(student, x_test)
-    record.update(kd_bench.evaluate_logits(logits, y_test, reference))
-    record.update(params=int(student.count_params()), train_seconds=seconds,
-                  train_accuracy=_accuracy(student, x_train, y_train))
-    return record
-
-
-def _accuracy(model, images, labels) -> float:
-    """Accuracy on the (unaugmented) images a student trains on: next to the
-    test accuracy, it tells a student that cannot fit its data (both low)
-    from one that overfits it."""
-    return float((kd_bench.predict_logits(model, images).argmax(-1) == labels).mean())
-
-
-# ----------------------------------------------------------------- reports
-
-def summarize(records: List[dict]) -> Dict[str, dict]:
+def summarize(table: dict) -> dict:
     summary = {}
-    for row in ROWS:
-        rows = [r for r in records if r["row"] == row.id]
-        if not rows:
-            continue
-        entry = {"seeds": [r["seed"] for r in rows], "params": rows[0]["params"]}
-        for metric in ("accuracy", "errors", "agreement", "ece", "train_accuracy",
-                       "train_seconds"):
-            entry[metric] = kd_bench.mean_std([r.get(metric) for r in rows])
-        summary[row.id] = entry
-    for row in ROWS:
-        if row.id in summary and row.baseline in summary:
-            base = summary[row.baseline]["train_seconds"][0]
-            summary[row.id]["time_ratio"] = summary[row.id]["train_seconds"][0] / base
+    for key, records in table.items():
+        summary[key] = {
+            "test": _stat([r["test"]["accuracy"] for r in records if "test" in r]),
+            "val": _stat([r.get("val_accuracy") for r in records]),
+            "agreement": _stat([r["test"].get("agreement") for r in records if "test" in r]),
+            "seeds": [r["seed"] for r in records],
+            "params": records[0]["params"],
+            "train_seconds": float(np.mean([r["train_seconds"] for r in records])),
+            "spec": {k: v for k, v in records[0].items()
+                     if k not in ("test", "weights", "seed", "val_accuracy", "train_seconds")},
+        }
     return summary
 
 
-def _pct(pair, digits=2):
-    mean, std = pair
-    if mean is None:
-        return "n/a"
-    return f"{100 * mean:.{digits}f} ± {100 * std:.{digits}f}"
-
-
-def _teacher_row(row: RowSpec) -> Optional[RowSpec]:
-    for candidate in ROWS:
-        if candidate.method == "teacher" and candidate.teacher == row.teacher:
-            return candidate
-    return None
-
-
-def verdict(summary: Dict[str, dict]) -> List[str]:
-    """The target of the issue, checked on the numbers of this run: each
-    distilled row against the same student alone and its teacher."""
-    lines = []
-    for row in ROWS:
-        teacher_row = _teacher_row(row)
-        if (row.method != "distill" or row.id not in summary or row.baseline not in summary
-                or teacher_row is None or teacher_row.id not in summary):
+def verdicts(summary: dict, student: str, setting: str) -> List[str]:
+    """The issue's target, per distilled row, on test accuracy."""
+    get = lambda row: summary.get(f"{student}/{setting}/{row}")  # noqa: E731
+    teacher, base, name = get("teacher"), get("best-alone"), "the strongest student alone"
+    if not base:
+        # Not the target's baseline: said in every line below.
+        base, name = get("alone"), "the student alone (the strongest-baseline row was not run)"
+    if not teacher or not base or not base["test"] or not teacher["test"]:
+        return ["- not judged: the teacher or the student-alone rows are missing."]
+    gap = teacher["test"][0] - base["test"][0]
+    lines = [f"- gap teacher - {name}: {gap:.2f} points "
+             f"({'>= 3: a gap worth closing' if gap >= 3 else '< 3: the student is too close to the teacher for the target'})."]
+    for row in DISTILLED:
+        entry = get(row)
+        if not entry or not entry["test"]:
+            lines.append(f"- {ROW_LABELS[row]}: not run.")
             continue
-        teacher = summary[teacher_row.id]["accuracy"][0]
-        scratch_mean, scratch_std = summary[row.baseline]["accuracy"]
-        kd_mean, kd_std = summary[row.id]["accuracy"]
-        gain = kd_mean - scratch_mean
-        gap = teacher - scratch_mean
-        closed = gain / gap if gap > 0 else float("nan")
-        spread = 2 * max(scratch_std, kd_std)
-        met = gain >= 0.01 and gain > spread and closed >= 0.5
+        gain = entry["test"][0] - base["test"][0]
+        noise = 2 * max(entry["test"][1], base["test"][1])
+        closed = gain / gap if gap > 0 else None
+        met = (gain > noise and closed is not None and closed >= 0.5 and gap >= 3
+               and len(entry["seeds"]) >= 3 and name.startswith("the strongest"))
         lines.append(
-            f"- `{row.id}` vs `{row.baseline}`: {100 * gain:+.2f} points "
-            f"(2 std = {100 * spread:.2f}); closes {100 * closed:.0f}% of the "
-            f"gap of {100 * gap:.2f} points to `{teacher_row.id}`. Target "
-            f"(>= +1.0 point, > 2 std, >= 50% of the gap): "
-            f"**{'met' if met else 'not met'}**."
-        )
-    return lines or ["Target check: waiting for a teacher, a scratch and a distilled row."]
+            f"- {ROW_LABELS[row]}: {gain:+.2f} points vs {name} "
+            f"(2 std = {noise:.2f}; {'beats it beyond noise' if gain > noise else 'not beyond noise' if gain > 0 else 'worse or equal'}), "
+            f"closes {'n/a' if closed is None else f'{100 * closed:.0f}%'} of the gap, "
+            f"{len(entry['seeds'])} seed(s): "
+            f"**{'target met' if met else 'target not met'}**.")
+    fm, kd = get("fm"), get("kd")
+    if fm and fm["test"] and fm["test"][0] <= base["test"][0]:
+        lines.append(
+            f"- Why function matching did not pay: at {fm['spec']['epochs']} epochs it is not "
+            "above the strongest student alone. Beyer et al. (2022) report its gains with "
+            "very long schedules (the issue's held-out task: 180 epochs), growing long after "
+            "the student alone stops improving; this budget (one core of a shared 2-core "
+            "machine) did not allow one that long.")
+    tuned = get("tune")
+    if tuned and tuned["spec"].get("method") in ("alone", "mixup"):
+        lines.append(
+            "- `keras_kd.tune` found no distilled candidate better than the student alone on "
+            "validation and returned the student alone (as it should), so its row is a "
+            "student-alone row, not a distilled one.")
+    if kd and kd["test"] and kd["test"][0] - base["test"][0] <= 2 * max(kd["test"][1], base["test"][1]):
+        longer = base["spec"].get("epochs", 0) > kd["spec"].get("epochs", 0)
+        lines.append(
+            "- Why Hinton KD did not pay beyond noise: "
+            + ("with every label available and no extra images, soft targets at T=1 on the "
+               "same images add little to what the labels say" if setting == "all-labels" else
+               "the teacher's soft targets on the unlabelled images were not enough at this "
+               "schedule")
+            + ("; and the strongest student alone had the longer schedule, which KD's row "
+               "(compile()'s defaults at `short` epochs) did not." if longer else "."))
+    if kd and gap < 3:
+        lines.append(
+            "- Why the target cannot be met here: the strongest student alone is within 3 "
+            "points of the teacher, so there is little to close; a stronger teacher or a "
+            "smaller student is needed for the target's condition.")
+    return lines
 
 
-def this_command() -> str:
-    return " ".join(["PYTHONPATH=. python", "benchmarks/results_table.py", *sys.argv[1:]])
+def write_report(path: Path, summary: dict, choices: dict, picks: dict, plan: Plan,
+                 data: Data, notes: List[str], started: str, loads: tuple,
+                 commands: List[str]) -> None:
+    def cell(entry, key):
+        stat = entry[key] if entry else None
+        return "" if not stat else (f"{stat[0]:.2f}" if stat[1] == 0 and len(entry["seeds"]) == 1
+                                     else f"{stat[0]:.2f} ± {stat[1]:.2f}")
 
-
-def write_outputs(records, budget: Budget, args, skipped: Dict[str, str], output_dir: Path,
-                  cache_seconds: float, commands: List[str], budget_id: dict) -> Path:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(records)
-    payload = {
-        "command": this_command(),
-        "commands": commands,
-        "budget_id": budget_id,
-        "budget": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(budget).items()
-                   if k != "cache_dir"},
-        "seeds": args.seeds,
-        "rows": {row.id: {"label": row.label, "temperature": row.temperature,
-                          "alpha": row.alpha, "source": row.source,
-                          "method": row.method} for row in ROWS},
-        "skipped": skipped,
-        "logit_cache_seconds": cache_seconds,
-        "records": records,
-        "summary": summary,
-    }
-    (output_dir / "results_table.json").write_text(json.dumps(payload, indent=1))
-    with open(output_dir / "results_table.csv", "w", newline="") as handle:
-        fields = ["row", "seed", "params", "accuracy", "errors", "agreement", "ece",
-                  "train_accuracy", "train_seconds"]
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
-
-    b = budget
     lines = [
-        "# Results: knowledge distillation on Fashion-MNIST",
+        "# Results a skeptic accepts: distillation on Fashion-MNIST",
         "",
         "Produced by " + " then ".join(f"`{c}`" for c in commands)
-        + " (every number below comes from it; raw per-seed numbers in "
-        "`results_table.json` / `results_table.csv`).",
+        + f" (last invocation started {started}, report written "
+        f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores shared with other jobs, one thread per process; load "
+        f"average {loads[0]:.1f} at the start of this invocation, {os.getloadavg()[0]:.1f} at "
+        "the end). Every number below comes from the script's own output (raw per-seed "
+        "records in `results_table.json`).",
         "",
-        f"Budget shared by every row: students train on a fixed random subset of "
-        f"{b.train_size:,} labelled training images"
-        + (f"; teachers on {b.teacher_size:,} images (the students' {b.train_size:,} "
-           "and more: the teacher was trained on more data than the student has labels "
-           "for, and distillation passes that on through its outputs: on the students' "
-           "images, and in the transfer-set rows on the other images too, without "
-           "their labels)" if b.teacher_size != b.train_size else ", teachers on the same images")
-        + f"; the first {b.test_size:,} test images; Adam (learning rate "
-        f"{b.teacher_learning_rate:g} for teachers, {b.student_learning_rate:g} for students"
-        + (", cosine decay to 0" if b.lr_schedule == "cosine" else "")
-        + f"), batch {b.batch_size}; teachers {b.teacher_epochs} epochs (CNN teacher "
-        f"`cnn_teacher(width={b.teacher_width})`), students {b.student_epochs} epochs (CNN "
-        f"student `cnn_student(width={b.student_width})`); "
-        + ("consistent augmentation (epoch e of every run, teacher and student alike, "
-           f"sees the same view e: random horizontal flip and shift of up to "
-           f"{kd_bench.SHIFT} pixels); " if b.augment else "no augmentation; ")
-        + f"seeds {', '.join(map(str, args.seeds))} (mean ± sample std). "
-        + ("Each seed has its own teacher; " if b.shared_teacher_seed is None else
-           f"Every student seed learns from the same teacher (seed {b.shared_teacher_seed}), "
-           "so the teacher row has one seed; ")
-        + ("the ensemble is the three teachers of seeds "
-           f"{', '.join(map(str, _ensemble_seeds(args.seeds, b.shared_teacher_seed)))}; "
-           if "ensemble" in summary or "ensemble-teacher" in summary else "")
-        + ("cached rows read the teacher's logits on each augmented view from a cache "
-           "filled once and shared by all rows and seeds." if b.augment else
-           "cached rows read the teacher's logits on the training images from a cache "
-           "filled once and shared by all rows and seeds."),
+        "## How the settings were chosen",
         "",
-        "| Row | Params | Test accuracy (%) | Test errors | Agreement with teacher (%) "
-        "| ECE (%) | Training-set accuracy (%) | Training time (rel.) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in ROWS:
-        if row.id in skipped:
-            lines.append(f"| {row.label} | | not run: {skipped[row.id]} | | | | | |")
-            continue
-        entry = summary.get(row.id)
-        if entry is None:
-            continue
-        errors_mean, errors_std = entry["errors"]
-        ratio = entry.get("time_ratio")
-        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x `{row.baseline}`"
-        lines.append(
-            f"| {row.label} (`{row.id}`) | {entry['params']:,} | {_pct(entry['accuracy'])} "
-            f"| {errors_mean:.0f} ± {errors_std:.0f} | {_pct(entry['agreement'], 1)} "
-            f"| {_pct(entry['ece'])} | {_pct(entry['train_accuracy'], 1)} | {ratio_text} |"
-        )
-    lines += [
-        "",
-        "Agreement: share of test images where the student's top class is the "
-        "teacher's (for scratch rows, the teacher of its group; for the ensemble row, "
-        "the ensemble's mean probabilities). ECE: expected calibration error, 15 "
-        "confidence bins. Training time: wall time of `fit`, relative to the "
-        "student alone in the same group (the teacher row: its own training time). "
-        "It excludes training the teachers and filling the logit cache "
-        f"({cache_seconds:.0f} s in all for this run's teachers and views). "
-        "The machine was shared with other jobs, so times are noisy.",
-        "",
-        "## Target check",
-        "",
-        *verdict(summary),
-        "",
-        "## How to read this run",
-        "",
-        f"- The budget fits a CPU machine with 2 cores: students get {b.train_size:,} "
-        f"labelled images and {b.student_epochs} epochs"
-        + (f"; the CNN teacher has width {b.teacher_width} instead of `cnn_teacher()`'s "
-           f"default 32 (about {(32 / b.teacher_width) ** 2:.0f} times less convolution compute)"
-           if b.teacher_width != 32 else "")
-        + ". Flags (`--train-size`, `--teacher-train-size`, `--student-epochs`, "
-        "`--teacher-epochs`, `--teacher-width`, `--student-width`, "
-        "`--student-learning-rate`, `--seeds`) run the same table with another budget.",
-        "- Training-set accuracy is measured on the students' own (unaugmented) "
-        "training images. A student whose training-set accuracy is no higher than its "
-        "test accuracy cannot even fit its labels (it is too small), and soft targets "
-        "have little room to help it; one far above it overfits, which is where "
-        "distillation helps most (Hinton et al. 2015, section 6).",
-        "- Teachers' BatchNormalization statistics are recomputed after training "
-        "(one pass with momentum 0, `kd_bench.recalibrate_batch_norm`): with a short "
-        "schedule the moving averages lag behind the weights, and without it a teacher "
-        "that was accurate in training mode was close to chance in inference mode.",
-        "- `kd` (cached) and `kd-live` train on the same batches and differ only "
-        "in where the teacher logits come from, so their accuracies should agree; their "
-        "times show what the teacher's forward pass costs inside the step.",
+        f"- Validation split: the last {plan.val_size:,} of {len(data.x) + plan.val_size:,} "
+        "Fashion-MNIST training images in a fixed random order; the other "
+        f"{len(data.x):,} are the training split. Every choice below was made by the script "
+        f"on validation accuracy; the test set ({plan.test_size:,} images) "
+        "is read once, after all training, to score the rows of the table (before that the "
+        "report shows validation accuracy only); no choice reads it.",
+        f"- Setting (a): all {len(data.x):,} training-split images with labels. Setting (b): "
+        f"the first {plan.labelled:,} with labels and the other {len(data.x) - plan.labelled:,} "
+        "without (only the teacher's outputs describe them); rows that use labels only train "
+        "on the labelled images for as many optimizer steps as in (a).",
+        f"- Teacher: `cnn_teacher(width={plan.teacher_width})` ({data.teacher_info['params']:,} "
+        f"parameters), {plan.teacher_epochs} epochs on the training split, no augmentation, "
+        "Adam 1e-3 with cosine decay, batch 128 (a first teacher, 8 epochs with flips and "
+        "shifts, was weaker on validation and was discarded before any student trained on "
+        "it); **one teacher for every seed, row and setting** "
+        "(training one per seed did not fit the budget), so its row has no std. In (b) the "
+        "teacher was trained on all training-split labels (a teacher trained on more data "
+        "than the student has labels for, as in the earlier transfer-set table).",
+        f"- Students: `mlp((64, 64))` and `cnn_student(width={plan.cnn_width})`; Adam with "
+        f"cosine decay, batch {plan.batch_size}; `short` = {plan.short} epochs, `long` = "
+        f"{plan.long} epochs (over (a)'s training split; fixed by the compute budget: the "
+        "long schedule is the most this shared 2-core machine allowed for function matching). "
+        "Learning rate: per student, the best on validation of "
+        "`keras_kd.tune`'s student-alone grid (below), and used by every row of that "
+        "student (distilled rows get the baseline's step, not one tuned for them).",
+        "- The baseline, `strongest student alone`: the best on validation (seed 0) of the "
+        f"student alone at {plan.short} epochs, alone at {plan.long} epochs, and alone with "
+        f"MixUp on inputs and labels at {plan.long} epochs, the last on exactly the mixed "
+        "batches function matching sees (same views, same lambda). So the baseline has the "
+        "distilled rows' longest schedule and their augmentation available to it.",
+        "- Hinton KD: `Distiller.compile()`'s defaults (alpha=0.5, T=1; chosen on validation "
+        "splits of four tasks, `defaults.md`), `short` epochs, cached teacher logits on the "
+        "unaugmented images (identical to a live teacher there).",
+        "- Function matching: T=1 and alpha=0 by the method's definition (Beyer et al. 2022); "
+        "`long` epochs; every epoch a fresh MixUp view (`keras_kd.augment.MixUp`, lambda "
+        "uniform, partners within the batch) of the training split; the teacher's logits "
+        "on view `e` were computed once and replayed to every seed and student: the outputs "
+        "the live teacher gives on those exact inputs, so teacher and student see the same "
+        "mixed input. The live `Distiller(augmentation=MixUp())` step was not run for these "
+        "rows (the teacher's forward pass costs ~5x the MLP's step on this CPU). Labels are "
+        "not used, so the (a) and (b) rows are one run.",
+        f"- `keras_kd.tune`: one search (seed 0) over its default space (T, alpha, MixUp "
+        f"on/off, learning rate; the student alone over every learning rate x augmentation "
+        f"in the race) with {plan.tune_trials} distilled trials of {plan.tune_epochs} epochs "
+        f"on the {plan.labelled:,} labelled images (a search on all images did not fit the "
+        "budget; `tune` takes no unlabelled transfer set, so in (b) it never sees the "
+        "unlabelled images), validation data the validation split; its pick was then "
+        "retrained with every seed in each setting at `short` epochs.",
+        "- Target check: a distilled row beats a baseline *beyond noise* when the mean "
+        "difference exceeds 2 x the larger of the two rows' seed std; it closes the gap by "
+        "(distilled - baseline) / (teacher - baseline); the target needs both, 3 seeds, a "
+        "gap of at least 3 points and the strongest student alone as the baseline.",
+        f"- Seeds {', '.join(map(str, plan.seeds))} (student initial weights and batch order); "
+        "mean ± sample std. Seed 0's runs are the selection runs.",
         "",
     ]
-    path = output_dir / "results_table.md"
+    for setting in SETTINGS:
+        lines += [f"## {SETTING_LABELS[setting]}", "",
+                  "| row | " + " | ".join(
+                      f"{STUDENT_LABELS[s]} test % | val %" for s in STUDENT_LABELS)
+                  + " |",
+                  "|---|" + "---:|---:|" * len(STUDENT_LABELS)]
+        for row in ROWS:
+            cells = []
+            for student in STUDENT_LABELS:
+                entry = summary.get(f"{student}/{setting}/{row}")
+                cells += [cell(entry, "test") or ("pending" if entry else "not run"),
+                          cell(entry, "val")]
+            lines.append(f"| {ROW_LABELS[row]} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for student in choices:
+            choice = choices[student].get(setting, {})
+            if not choice:
+                continue
+            grid = choices[student].get("learning_rate_grid")
+            lines += [f"**{STUDENT_LABELS[student]}, {SETTING_LABELS[setting]}**: learning rate "
+                      f"{choice.get('chosen_learning_rate', 'n/a')}"
+                      + (" (the student alone at `short` epochs, validation, seed 0: "
+                         + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in grid.items()) + ")"
+                         if grid else " (`keras_kd.tune`'s student-alone grid)")
+                      + ("; strongest student alone: "
+                         f"{choice.get('best_alone')} (validation, seed 0: "
+                         + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in
+                                     choice.get("best_alone_candidates", {}).items()) + ")."
+                         if f"{student}/{setting}/best-alone" in summary else
+                         "; the strongest-baseline candidates were not run."), ""]
+            if setting == "all-labels":
+                lines += [f"Target check (test accuracy, {len(plan.seeds)} seeds):", "",
+                          *verdicts(summary, student, setting), ""]
+            else:
+                lines += ["Against the strongest student alone (the target is set for (a) "
+                          "only):", "", *verdicts(summary, student, setting), ""]
+    lines += ["## `keras_kd.tune`'s searches", ""]
+    for student, pick in picks.items():
+        lines += [f"- {STUDENT_LABELS[student]}: {'a distilled candidate' if pick['distilled'] else 'the student alone'} "
+                  f"won on validation ({100 * pick['validation_accuracy']:.2f}% against "
+                  f"{100 * pick['baseline_validation_accuracy']:.2f}% for the best student "
+                  f"alone), settings {pick['settings']}; {len(pick['trials'])} trials in "
+                  f"{pick['seconds']:.0f} s."]
+    lines += ["", "## What was left out", "", *(notes or ["- nothing."]), ""]
     path.write_text("\n".join(lines))
-    return path
 
 
-def save_row(output_dir: Path, budget: Budget, args, budget_id: dict, row_id: str,
-             row_records: List[dict], skip_reason: Optional[str], fresh: bool) -> None:
-    """Merges one finished row into the output files, under a file lock, so
-    several processes can run different rows of the same table at once.
-    """
-    import fcntl
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    json_path = output_dir / "results_table.json"
-    with open(output_dir / ".results_table.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        records, commands, skipped = [], [], {}
-        if json_path.exists() and not fresh:
-            previous = json.loads(json_path.read_text())
-            if previous.get("budget_id") == budget_id and previous.get("seeds") == args.seeds:
-                records = previous["records"]
-                commands = previous.get("commands", [previous["command"]])
-                skipped = previous.get("skipped", {})
-        records = [r for r in records if r["row"] != row_id] + row_records
-        skipped.pop(row_id, None)
-        if skip_reason:
-            skipped[row_id] = skip_reason
-        if this_command() not in commands:
-            commands.append(this_command())
-        order = {row: index for index, row in enumerate(ROW_IDS)}
-        records.sort(key=lambda r: (order.get(r["row"], len(order)), r["seed"]))
-        write_outputs(records, budget, args, skipped, output_dir,
-                      kd_bench.cache_seconds(budget), commands, budget_id)
-
-
-# --------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------- main
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--teacher-epochs", type=int, default=None)
-    parser.add_argument("--student-epochs", type=int, default=None)
-    parser.add_argument("--train-size", type=int, default=None)
-    parser.add_argument("--test-size", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--teacher-width", type=int, default=None)
-    parser.add_argument("--student-width", type=int, default=None,
-                        help="width of the CNN student, `cnn_student(width=...)`")
-    parser.add_argument("--teacher-train-size", type=int, default=None,
-                        help="images the teachers train on (default: --train-size)")
-    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None)
-    parser.add_argument("--teacher-learning-rate", type=float, default=None)
-    parser.add_argument("--student-learning-rate", type=float, default=None)
-    parser.add_argument("--shared-teacher-seed", type=int, default=None,
-                        help="every student seed learns from this seed's teacher")
-    parser.add_argument("--no-augment", action="store_true")
-    parser.add_argument("--rows", nargs="+", default=None,
-                        help=f"row ids to run (default: all): {' '.join(ROW_IDS)}")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 512 images, 1 seed, 1 epoch, tiny teacher")
+                        help="smoke test: 1,500 training images, 2 seeds, 1-2 epochs")
+    parser.add_argument("--students", nargs="+", choices=("mlp", "cnn"), default=["mlp", "cnn"])
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--short", type=int, default=None)
+    parser.add_argument("--long", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--output-dir", type=Path, default=None)
-    parser.add_argument("--fresh", action="store_true",
-                        help="discard rows kept from an earlier run")
+    parser.add_argument("--live-all-seeds", action="store_true",
+                        help="train a live-teacher tune pick for every seed, not only the first")
     parser.add_argument("--report-only", action="store_true",
-                        help="rewrite the Markdown/CSV from the JSON file, training nothing")
-    parser.add_argument("--warm-cache", nargs="+", choices=kd_bench.TEACHER_KINDS,
-                        default=None, metavar="KIND",
-                        help="only train these teachers for --seeds and cache their "
-                        "logits on every view (to fill the cache from a second process)")
+                        help="train nothing: report the runs already finished")
     return parser.parse_args(argv)
-
-
-def budget_from_args(args) -> Budget:
-    budget = Budget()
-    if args.quick:
-        budget = replace(budget, train_size=512, test_size=500, teacher_epochs=1,
-                         student_epochs=1, teacher_width=8, student_width=4,
-                         teacher_train_size=1024)
-        if args.seeds == [0, 1, 2]:
-            args.seeds = [0]
-    overrides = {
-        "teacher_epochs": args.teacher_epochs, "student_epochs": args.student_epochs,
-        "train_size": args.train_size, "test_size": args.test_size,
-        "batch_size": args.batch_size, "teacher_width": args.teacher_width,
-        "student_width": args.student_width,
-        "teacher_train_size": args.teacher_train_size, "lr_schedule": args.lr_schedule,
-        "teacher_learning_rate": args.teacher_learning_rate,
-        "student_learning_rate": args.student_learning_rate,
-        "shared_teacher_seed": args.shared_teacher_seed,
-        "cache_dir": args.cache_dir,
-    }
-    budget = replace(budget, **{k: v for k, v in overrides.items() if v is not None})
-    if args.no_augment:
-        budget = replace(budget, augment=False)
-    return budget
 
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
-    budget = budget_from_args(args)
-    output_dir = args.output_dir or (
-        Path(budget.cache_dir) / "quick_results" if args.quick else kd_bench.DEFAULT_RESULTS_DIR
-    )
-    unknown = [r for r in (args.rows or []) if r not in ROW_IDS]
-    if unknown:
-        raise SystemExit(f"Unknown row ids {unknown}; expected some of {ROW_IDS}.")
+    started = f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC"
+    loads = os.getloadavg()
+    plan = QUICK if args.quick else Plan()
+    overrides = {k: v for k, v in (("short", args.short), ("long", args.long),
+                                   ("seeds", tuple(args.seeds) if args.seeds else None))
+                 if v is not None}
+    plan = dataclasses.replace(plan, **overrides)
+    cache = args.cache_dir or (kd_bench.DEFAULT_CACHE_DIR / ("skeptic-quick" if args.quick else "skeptic"))
+    output = args.output_dir or (cache / "results" if args.quick else kd_bench.DEFAULT_RESULTS_DIR)
+    output.mkdir(parents=True, exist_ok=True)
     kd_bench.threads_from_env()
-    if args.warm_cache:
-        data = kd_bench.load_data(budget)
-        for kind in args.warm_cache:
-            for seed in args.seeds:
-                for which in ["test", *range(budget.student_epochs)]:
-                    kd_bench.teacher_logits(kind, seed, budget, data, which)
-                log(f"cached teacher {kd_bench.teacher_key(kind, seed, budget)}")
-        return None
+    data = Data(plan, cache, args.quick)
+    runs = Runs(data, data.root / "runs")
+    json_path = output / "results_table.json"
+    kept = json.loads(json_path.read_text()) if json_path.exists() else {}
+    if kept.get("plan") != json.loads(json.dumps(dataclasses.asdict(plan))):
+        kept = {}
+    table: Dict[str, list] = kept.get("table", {})
+    choices, picks = kept.get("choices", {}), kept.get("picks", {})
+    notes: List[str] = []
+    commands = kept.get("commands", [])
+    this = " ".join([COMMAND, *sys.argv[1:]])
+    if this not in commands:
+        commands.append(this)
 
-    budget_id = {k: str(v) for k, v in asdict(budget).items() if k != "cache_dir"}
-    if args.report_only:
-        payload = json.loads((output_dir / "results_table.json").read_text())
-        write_outputs(payload["records"], budget, args, payload.get("skipped", {}),
-                      output_dir, payload["logit_cache_seconds"], payload["commands"],
-                      budget_id)
-        return output_dir / "results_table.md"
-    selected = [row for row in ROWS if not args.rows or row.id in args.rows]
-    context = Context(budget)
-    fresh = args.fresh
-    start = time.perf_counter()
-    for row in selected:
-        reason = row.available()
-        if reason:
-            log(f"skipping {row.id}: {reason}")
-            save_row(output_dir, budget, args, budget_id, row.id, [], reason, fresh)
-            fresh = False
-            continue
-        row_records = []
-        shared = budget.shared_teacher_seed
-        row_seeds = [shared] if row.method == "teacher" and shared is not None else args.seeds
-        for seed in row_seeds:
-            record = run_row(row, seed, args.seeds, context)
-            row_records.append(record)
-            log(f"{row.id} seed {seed}: accuracy {record['accuracy']:.4f}, "
-                f"fit {record['train_seconds']:.0f}s")
-        save_row(output_dir, budget, args, budget_id, row.id, row_records, None, fresh)
-        fresh = False
-    log(f"done in {time.perf_counter() - start:.0f}s; wrote {output_dir / 'results_table.md'}")
-    print((output_dir / "results_table.md").read_text())
-    return output_dir / "results_table.md"
+    def finish(final: bool = False):
+        if final:
+            # The test set, read once, after all training, for the table's rows.
+            x_test, y_test = data.test()
+            for records in table.values():
+                for record in records:
+                    if "test" not in record:
+                        record["test"] = evaluate(data, record)
+            teacher_test = kd_bench.evaluate_logits(
+                data.teacher_logits("test", lambda: x_test), y_test, None)
+            students = [s for s in STUDENT_LABELS if s in args.students
+                        or any(key.startswith(f"{s}/") for key in table)]
+            for student in students:
+                for setting in SETTINGS:
+                    table[f"{student}/{setting}/teacher"] = [dict(
+                        seed=0, params=data.teacher_info["params"],
+                        train_seconds=data.teacher_info["train_seconds"],
+                        val_accuracy=_accuracy(data.teacher, data.x_val, data.y_val),
+                        test=teacher_test)]
+        notes.clear()
+        for student in STUDENT_LABELS:
+            for setting in SETTINGS:
+                for row in ROWS:
+                    records = table.get(f"{student}/{setting}/{row}")
+                    where = f"- {STUDENT_LABELS[student]}, {SETTING_LABELS[setting]}, {ROW_LABELS[row]}"
+                    if not records:
+                        notes.append(f"{where}: not run (budget).")
+                    elif row != "teacher" and len(records) < len(plan.seeds):
+                        live = records[0].get("method") == "live"
+                        notes.append(f"{where}: seeds {[r['seed'] for r in records]} only ("
+                                     + ("a live teacher with in-step MixUp; `--live-all-seeds` runs "
+                                        "the others)" if live else "budget") + ").")
+        summary = summarize(table)
+        json_path.write_text(json.dumps(
+            {"commands": commands, "plan": dataclasses.asdict(plan),
+             "choices": choices, "picks": picks, "table": table, "summary": summary,
+             "notes": notes}, indent=1))
+        write_report(output / "results_table.md", summary, choices, picks, plan, data, notes,
+                     started, loads, commands)
+
+    # Seed 0 of every row first (its runs make the choices), then the other
+    # seeds, so an interrupted run leaves every row with as many seeds as it
+    # could. The test set is read once, at the end (`--report-only` does it
+    # for an interrupted run).
+    plans = {}
+    for student in [] if args.report_only else args.students:
+        if "tune" in args.rows:
+            # The learning rate: the best of tune's student-alone grid (validation).
+            pick = picks[student] = tune_pick(data, student, data.root)
+            lr = pick["baseline_settings"]["learning_rate"]
+        else:
+            # Without the search: the student alone at `short` epochs over
+            # tune's learning rates, seed 0, on validation.
+            from keras_kd.tuning import DEFAULT_SPACE
+
+            pick, scores = None, {}
+            for rate in DEFAULT_SPACE["learning_rate"]:
+                scores[rate] = runs.get({"student": student, "setting": args.settings[0],
+                                         "seed": plan.seeds[0], "learning_rate": rate,
+                                         "method": "alone", "epochs": plan.short})["val_accuracy"]
+            lr = max(scores, key=scores.get)
+            choices.setdefault(student, {})["learning_rate_grid"] = {
+                f"{k:g}": v for k, v in scores.items()}
+        plans[student] = (pick, lr, {})
+    for seed in [] if args.report_only else plan.seeds:
+        for student in args.students:
+            pick, lr, specs = plans[student]
+            for setting in args.settings:
+                for row in ROWS[1:]:
+                    if row not in args.rows:
+                        continue
+                    if setting not in specs:
+                        specs[setting] = row_specs(runs, student, setting, lr, choices,
+                                                   "best-alone" in args.rows)
+                    spec = (tune_spec(pick, student, setting, seed, plan) if row == "tune"
+                            else dict(specs[setting][row], seed=seed))
+                    if spec["method"] == "live" and seed != plan.seeds[0] and not args.live_all_seeds:
+                        # A live teacher with in-step MixUp costs ~5x the
+                        # MLP's step here: first seed only, unless asked.
+                        continue
+                    record = runs.get(spec)
+                    key = f"{student}/{setting}/{row}"
+                    table[key] = [r for r in table.get(key, []) if r["seed"] != seed] + [record]
+                    finish()
+            log(f"seed {seed} of {student} done")
+    finish(final=True)
+    log(f"wrote {output / 'results_table.md'}")
+    return output / "results_table.md"
 
 
 if __name__ == "__main__":

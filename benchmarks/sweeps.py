@@ -3,7 +3,7 @@
 Distils the results table's CNN student from the cached CNN teacher as one of
 its rows does (`--row`: `kd-transfer`, the default, on the 10k labelled and
 50k unlabelled images, or `kd`, on the labelled images only; same data,
-schedule and teacher cache as `results_table.py`) at T in {1, 2, 4, 8, 20}
+schedule and teacher cache as `methods_table.py`) at T in {1, 2, 4, 8, 20}
 (alpha fixed) and at several alphas (T fixed), trains the same student alone
 as the reference line, and writes `sweep_temperature.png`, `sweep_alpha.png`,
 `sweeps.md` and `sweeps.json` to `benchmarks/results/`.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kd_bench  # noqa: E402
-import results_table  # noqa: E402
+import methods_table  # noqa: E402
 from kd_bench import log  # noqa: E402
 
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 20.0)
@@ -120,7 +120,7 @@ def write_markdown(payload: dict, output_dir: Path) -> Path:
         "",
         f"Produced by `{payload['command']}`. Each point is the results table's "
         f"`{payload.get('row', 'kd')}` row (same data, student, schedule and teacher as "
-        "`results_table.md`) with another T or alpha. alpha weighs the hard-label loss, "
+        "`methods_table.md`) with another T or alpha. alpha weighs the hard-label loss, "
         "1 - alpha the soft targets.",
         "",
         "![temperature sweep](sweep_temperature.png) ![alpha sweep](sweep_alpha.png)",
@@ -154,14 +154,14 @@ def write_markdown(payload: dict, output_dir: Path) -> Path:
 
 def main(argv=None):
     args = parse_args(argv)
-    table_args = results_table.parse_args(
+    table_args = methods_table.parse_args(
         (["--quick"] if args.quick else [])
         + (["--cache-dir", str(args.cache_dir)] if args.cache_dir else [])
         + (["--student-epochs", str(args.student_epochs)] if args.student_epochs else [])
         + (["--train-size", str(args.train_size)] if args.train_size else [])
         + (["--test-size", str(args.test_size)] if args.test_size else [])
     )
-    budget = results_table.budget_from_args(table_args)
+    budget = methods_table.budget_from_args(table_args)
     output_dir = args.output_dir or (
         Path(budget.cache_dir) / "quick_results" if args.quick else kd_bench.DEFAULT_RESULTS_DIR
     )
@@ -172,7 +172,7 @@ def main(argv=None):
         print(*plot(payload, output_dir), write_markdown(payload, output_dir), sep="\n")
         return
     kd_bench.threads_from_env()
-    context = results_table.Context(budget)
+    context = methods_table.Context(budget)
     payload = {
         "command": " ".join(["PYTHONPATH=. python", "benchmarks/sweeps.py", *sys.argv[1:]]),
         "row": args.row,
@@ -184,12 +184,12 @@ def main(argv=None):
         "budget": {k: str(v) for k, v in asdict(budget).items() if k != "cache_dir"},
         "runs": [],
     }
-    base = replace(results_table.ROWS[results_table.ROW_IDS.index(args.row)], id="sweep")
-    scratch_row = results_table.ROWS[results_table.ROW_IDS.index("scratch")]
+    base = replace(methods_table.ROWS[methods_table.ROW_IDS.index(args.row)], id="sweep")
+    scratch_row = methods_table.ROWS[methods_table.ROW_IDS.index("scratch")]
     start = time.perf_counter()
     scratch = []
     for seed in args.seeds:
-        scratch.append(results_table.run_row(scratch_row, seed, args.seeds, context)["accuracy"])
+        scratch.append(methods_table.run_row(scratch_row, seed, args.seeds, context)["accuracy"])
         log(f"student alone, seed {seed}: {scratch[-1]:.4f}")
     payload["scratch_accuracy"] = kd_bench.mean_std(scratch)[0]
     done = {}
@@ -198,7 +198,7 @@ def main(argv=None):
             point = (temperature, alpha, seed)
             if point not in done:
                 row = replace(base, temperature=temperature, alpha=alpha)
-                done[point] = results_table.run_row(row, seed, args.seeds, context)
+                done[point] = methods_table.run_row(row, seed, args.seeds, context)
                 log(f"T={temperature:g} alpha={alpha:g} seed {seed}: "
                     f"{done[point]['accuracy']:.4f}")
             payload["runs"].append({**done[point], "sweep": sweep,

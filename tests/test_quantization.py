@@ -325,15 +325,19 @@ def test_student_failing_post_training_int8_passes_after_qad(fashion, tmp_path):
     distiller.compile(optimizer="adam", alpha=0.5, temperature=2.0)
     distiller.fit(x_train, y_train, epochs=5, batch_size=128, verbose=0)
 
+    # The bound is 99.5% top-1 agreement: post-training int8 of this student
+    # lands near 99% (98.8-99.1% over runs, so the default 99% bound would
+    # make this test a coin toss), QAD near 99.9%.
+    bound = 0.995
     with pytest.raises(keras_kd.ParityError) as info:
         keras_kd.export(distiller, tmp_path / "ptq.tflite", quantization="int8",
                         representative_data=x_train[:500], verification_data=(x_test, y_test),
-                        verbose=0)
+                        min_top1_agreement=bound, verbose=0)
     message = str(info.value)
     for remedy in ("representative_data", "quantization_aware", "'dynamic'", "min_top1_agreement="):
         assert remedy in message, message
     float_accuracy = info.value.report.keras_accuracy
-    assert info.value.report.top1_agreement < 0.99
+    assert info.value.report.top1_agreement < bound
 
     qat = keras_kd.quantization_aware(distiller.student, calibration_data=x_train[:1000])
     qad = keras_kd.Distiller(student=qat, teacher=teacher)
@@ -342,8 +346,9 @@ def test_student_failing_post_training_int8_passes_after_qad(fashion, tmp_path):
     path = tmp_path / "qad.tflite"
     # No calibration data needed; given, it is accepted.
     result = keras_kd.export(qad, path, quantization="int8", representative_data=x_train[:100],
-                             verification_data=(x_test, y_test), verbose=0)
-    assert result.parity.passed and result.parity.top1_agreement >= 0.99
+                             verification_data=(x_test, y_test), min_top1_agreement=bound,
+                             verbose=0)
+    assert result.parity.passed and result.parity.top1_agreement >= bound
     assert result.parity.export_accuracy >= float_accuracy - 0.005
     assert float_ops(path.read_bytes()) == []
     assert all(dtype == np.int8 for _, dtype, _ in _int8_weights(path))

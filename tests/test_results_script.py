@@ -1,5 +1,6 @@
-"""The results-table and sweep scripts run end to end (`--quick`) and write
-sane numbers: real training on a tiny Fashion-MNIST subset, in a subprocess.
+"""`benchmarks/results_table.py` runs end to end (`--quick`: real training on a
+small Fashion-MNIST subset, in a subprocess), chooses on validation, writes
+every row and the target check, and resumes without training again.
 """
 
 import json
@@ -16,86 +17,58 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import results_table  # noqa: E402
 
 
-def _run(script, *args, cwd=ROOT):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _run(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KD_BENCH_THREADS="1")
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
-        cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, str(ROOT / "benchmarks" / "results_table.py"), "--quick", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return completed
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    output = tmp_path_factory.mktemp("results")
-    _run("results_table.py", "--cache-dir", str(cache), "--output-dir", str(output))
-    return cache, output
+    return completed.stdout
 
 
 @pytest.mark.slow
-def test_results_table_quick_writes_every_row_with_sane_values(quick_run):
-    cache, output = quick_run
+def test_quick_run_writes_every_row_and_resumes(tmp_path):
+    cache, output = tmp_path / "cache", tmp_path / "results"
+    args = ("--students", "mlp", "--cache-dir", str(cache), "--output-dir", str(output))
+    first = _run(*args)
+    assert "training" in first
     payload = json.loads((output / "results_table.json").read_text())
     markdown = (output / "results_table.md").read_text()
-    test_size = int(payload["budget"]["test_size"])
-    ran = {record["row"] for record in payload["records"]}
-    assert ran | set(payload["skipped"]) == set(results_table.ROW_IDS)
-    for row in ("teacher", "scratch", "kd", "kd-live", "kd-transfer", "ensemble-teacher",
-                "ensemble",
-                "hinton-teacher", "hinton-800-scratch", "hinton-800-kd", "mlp-800-kd-cnn",
-                "mlp-800-kd-cnn-transfer", "hinton-30-scratch", "hinton-30-t2.5",
-                "hinton-30-t4", "hints", "at", "dkd"):
-        assert row in ran
-        assert f"(`{row}`)" in markdown
-    for row_id, reason in payload["skipped"].items():
-        assert f"not run: {reason}" in markdown
-    for record in payload["records"]:
-        assert record["seed"] == 0
-        assert 0.0 <= record["accuracy"] <= 1.0
-        assert record["errors"] == round((1.0 - record["accuracy"]) * test_size)
-        assert 0.0 <= record["ece"] <= 1.0
-        assert 0.0 <= record["train_accuracy"] <= 1.0
-        assert record["params"] > 0 and record["train_seconds"] > 0
-        if record["row"] in ("teacher", "hinton-teacher", "ensemble-teacher"):
-            assert record["agreement"] is None
-        else:
-            assert 0.0 <= record["agreement"] <= 1.0
-    by_row = {r["row"]: r for r in payload["records"]}
-    # Cached and live teachers see the same augmented views: same student.
-    assert abs(by_row["kd"]["accuracy"] - by_row["kd-live"]["accuracy"]) <= 0.01
-    assert by_row["scratch"]["params"] == by_row["kd"]["params"] == by_row["kd-transfer"]["params"]
-    assert by_row["hinton-teacher"]["params"] == 2 * 1200 + 784 * 1200 + 1200 * 1200 + 1200 * 10 + 10
-    assert by_row["ensemble-teacher"]["params"] == 3 * by_row["teacher"]["params"]
-    assert payload["summary"]["scratch"]["time_ratio"] == pytest.approx(1.0)
-    assert "## Target check" in markdown
-    # Teachers and their logits were cached for the next run.
-    assert len(list((cache / "teachers").glob("*.keras"))) == 4
+    plan = payload["plan"]
+    for setting in results_table.SETTINGS:
+        for row in results_table.ROWS:
+            records = payload["table"][f"mlp/{setting}/{row}"]
+            assert len(records) == (1 if row == "teacher" else len(plan["seeds"]))
+            for record in records:
+                assert 0.0 <= record["test"]["accuracy"] <= 1.0
+                assert 0.0 <= record["val_accuracy"] <= 1.0
+                assert record["test"]["errors"] == round(
+                    (1 - record["test"]["accuracy"]) * plan["test_size"])
+        choice = payload["choices"]["mlp"][setting]
+        # The strongest student alone is the best candidate on validation.
+        candidates = choice["best_alone_candidates"]
+        assert choice["best_alone"] == max(candidates, key=candidates.get)
+        best = payload["table"][f"mlp/{setting}/best-alone"][0]
+        assert best["val_accuracy"] == pytest.approx(candidates[choice["best_alone"]])
+    # Function matching ignores labels: one run serves both settings.
+    fm = {s: [r["val_accuracy"] for r in payload["table"][f"mlp/{s}/fm"]]
+          for s in results_table.SETTINGS}
+    assert fm["all-labels"] == fm["transfer"]
+    assert payload["table"]["mlp/all-labels/fm"][0]["alpha"] == 0.0
+    # The KD row uses compile()'s defaults (no alpha or temperature passed).
+    assert payload["table"]["mlp/all-labels/kd"][0]["alpha"] is None
+    assert "mlp" in payload["picks"]
+    for text in ("## How the settings were chosen", "Target check", "strongest student alone",
+                 "## What was left out", "load average"):
+        assert text in markdown
+    # A second run keeps every finished run: nothing is trained again.
+    second = _run(*args)
+    assert "training {" not in second
+    again = json.loads((output / "results_table.json").read_text())
+    assert again["summary"] == payload["summary"]
 
 
-@pytest.mark.slow
-def test_sweeps_quick_reuses_the_cache_and_plots(quick_run):
-    cache, output = quick_run
-    _run("sweeps.py", "--cache-dir", str(cache), "--output-dir", str(output),
-         "--row", "kd", "--alpha", "0.5", "--temperature", "2",
-         "--temperatures", "2", "--alphas", "1.0")
-    payload = json.loads((output / "sweeps.json").read_text())
-    assert payload["row"] == "kd"
-    assert [(r["sweep"], r["temperature"], r["alpha"]) for r in payload["runs"]] == [
-        ("temperature", 2.0, 0.5), ("alpha", 2.0, 1.0)]
-    table = json.loads((output / "results_table.json").read_text())
-    scratch = next(r for r in table["records"] if r["row"] == "scratch")
-    # The reference line is the scratch row, trained again with the same seed.
-    assert payload["scratch_accuracy"] == pytest.approx(scratch["accuracy"], abs=0.01)
-    # alpha = 1 through the Distiller is the student trained on labels alone.
-    assert payload["runs"][1]["accuracy"] == pytest.approx(scratch["accuracy"], abs=0.01)
-    for name in ("sweep_temperature.png", "sweep_alpha.png"):
-        assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # No teacher was trained again.
-    assert len(list((cache / "teachers").glob("*.keras"))) == 4
-
-
-def test_unknown_row_id_is_rejected():
-    with pytest.raises(SystemExit, match="Unknown row ids"):
-        results_table.main(["--quick", "--rows", "no-such-row"])
+def test_unknown_student_is_rejected():
+    with pytest.raises(SystemExit):
+        results_table.parse_args(["--students", "resnet"])

@@ -118,6 +118,18 @@ def _descriptions(lists: Tuple[Tuple[str, int, int], ...]) -> Tuple[Tuple[str, s
     return tuple(result)
 
 
+def _all_descriptions(lists_dir: str) -> Tuple[Tuple[str, str], ...]:
+    """`_descriptions` of every package list in `lists_dir`, or a clear
+    error when there is none."""
+    paths = find_apt_package_lists(lists_dir)
+    if not paths:
+        raise FileNotFoundError(
+            f"No apt package lists were found in {lists_dir!r}. On Debian or "
+            "Ubuntu run `apt-get update` first (it needs access to a mirror)."
+        )
+    return _descriptions(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+
+
 def _stable_fraction(text: str) -> float:
     """A number in [0, 1) fixed by `text` alone, for a reproducible split."""
     digest = hashlib.sha256(text.encode("utf-8")).digest()
@@ -177,15 +189,9 @@ def load_debian_descriptions(
         raise ValueError(
             f"`max_per_class` must be a positive integer or None. Received: max_per_class={max_per_class!r}."
         )
-    paths = find_apt_package_lists(lists_dir)
-    if not paths:
-        raise FileNotFoundError(
-            f"No apt package lists were found in {lists_dir!r}. On Debian or "
-            "Ubuntu run `apt-get update` first (it needs access to a mirror)."
-        )
     wanted = set(sections)
     labels_of: Dict[str, set] = {}
-    for section, text in _descriptions(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)):
+    for section, text in _all_descriptions(lists_dir):
         if section in wanted:
             labels_of.setdefault(text, set()).add(section)
     examples = sorted(
@@ -403,19 +409,8 @@ def load_debian_unlabelled(
     >>> (_, _), (x_test, _) = load_debian_descriptions()  # doctest: +SKIP
     >>> texts = load_debian_unlabelled(exclude=x_test)  # doctest: +SKIP
     """
-    paths = find_apt_package_lists(lists_dir)
-    if not paths:
-        raise FileNotFoundError(
-            f"No apt package lists were found in {lists_dir!r}. On Debian or "
-            "Ubuntu run `apt-get update` first (it needs access to a mirror)."
-        )
     excluded = set(exclude)
-    texts = {
-        text for _, text in _descriptions(
-            tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
-        )
-        if text not in excluded
-    }
+    texts = {text for _, text in _all_descriptions(lists_dir) if text not in excluded}
     return sorted(texts, key=_stable_fraction)
 
 

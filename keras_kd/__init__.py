@@ -53,7 +53,19 @@ from keras_kd.terms import FeatureTerm
 from keras_kd.terms import HardLabelLoss
 from keras_kd.terms import HintLoss
 from keras_kd.terms import HintonKD
+from keras_kd.text_datasets import count_words
+from keras_kd.text_datasets import load_debian_unlabelled
+from keras_kd.text_datasets import load_python_docstrings
+from keras_kd.text_datasets import python_source_texts
 from keras_kd.transfer import mix_transfer_set
+from keras_kd.transformer_terms import AttentionDistillation
+from keras_kd.transformer_terms import EmbeddingDistillation
+from keras_kd.transformer_terms import HiddenStateDistillation
+from keras_kd.transformer_terms import attention_kl_divergence
+from keras_kd.transformer_terms import check_vocabulary
+from keras_kd.transformer_terms import layer_map
+from keras_kd.transformer_terms import masked_mean_squared_error
+from keras_kd.transformer_terms import transformer_layer_names
 from keras_kd.tuning import TuneResult
 from keras_kd.tuning import tune
 
@@ -61,6 +73,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivationQuantizer",
+    "AttentionDistillation",
     "AttentionTransfer",
     "CutMix",
     "MixUp",
@@ -69,10 +82,12 @@ __all__ = [
     "DistillationKLDivergence",
     "DistillationReport",
     "DistillationTerm",
+    "EmbeddingDistillation",
     "Distiller",
     "ExportResult",
     "FeatureTerm",
     "HardLabelLoss",
+    "HiddenStateDistillation",
     "HintLoss",
     "HintonKD",
     "KerasDistillationLoss",
@@ -93,17 +108,25 @@ __all__ = [
     "cache_teacher_outputs",
     "check_causal_lm_pair",
     "continuation_batch",
+    "attention_kl_divergence",
     "augment",
     "callbacks",
+    "check_vocabulary",
+    "count_words",
     "distillation_divergence",
     "distillation_kl_divergence",
     "divergence_from_log_probabilities",
     "export",
     "generate_tokens",
+    "layer_map",
     "lm_cache_storage_bytes",
+    "load_debian_unlabelled",
     "load_lm_cache",
+    "load_python_docstrings",
     "load_teacher_cache",
+    "masked_mean_squared_error",
     "mix_transfer_set",
+    "python_source_texts",
     "quantization_aware",
     "read_teacher_cache_header",
     "rebuild_top_k_logits",
@@ -112,5 +135,6 @@ __all__ = [
     "schedules",
     "sequence_level_dataset",
     "soft_targets_log_probabilities",
+    "transformer_layer_names",
     "tune",
 ]

@@ -1239,6 +1239,11 @@ class Distiller(keras.Model):
 
     def _build_feature_extractors(self) -> None:
         """Builds, once per compile, the models that return named features."""
+        teacher = self.teachers[0] if len(self.teachers) == 1 else None
+        for term in self.terms:
+            resolve = getattr(term, "resolve_layers", None)
+            if resolve is not None:
+                resolve(self.student, teacher)
         student_names = terms_lib._unique(
             n for term in self.terms for n in term.student_feature_names
         )
@@ -1406,7 +1411,7 @@ class Distiller(keras.Model):
     def _compute_terms(
         self, terms, student_logits, teacher_logits, labels, label_mask, sample_weight,
         student_features=None, teacher_features=None, label_mixing=None,
-        row_weight=None,
+        row_weight=None, padding_mask=None,
     ):
         """Averages each term over the *global* batch and adds them up.
 
@@ -1419,7 +1424,8 @@ class Distiller(keras.Model):
         term is `weight * term(labels) + (1 - weight) * term(partner_labels)`.
         With `row_weight` (sequence outputs flattened to one row per token,
         see `keras_kd.positions`) each term is the weighted mean over the
-        rows: `sum(w * loss) / sum(w)`.
+        rows: `sum(w * loss) / sum(w)`. Terms whose `uses_padding_mask` is
+        true also receive `padding_mask` (the inputs', or `None`).
         """
         batch_size = ops.cast(ops.shape(student_logits)[0], "float32")
         if row_weight is not None:
@@ -1435,12 +1441,14 @@ class Distiller(keras.Model):
         for term in terms:
             if term.requires_labels and labels is None:
                 continue
+            extra = {"padding_mask": padding_mask} if getattr(term, "uses_padding_mask", False) else {}
             per_example = term(
                 student_logits,
                 teacher_logits,
                 labels=labels if term.requires_labels else None,
                 student_features=student_features,
                 teacher_features=teacher_features,
+                **extra,
             )
             if term.requires_labels and label_mixing is not None:
                 partner_labels, share = label_mixing
@@ -1450,6 +1458,7 @@ class Distiller(keras.Model):
                     labels=partner_labels,
                     student_features=student_features,
                     teacher_features=teacher_features,
+                    **extra,
                 )
                 per_example = share * ops.cast(per_example, "float32") + (1.0 - share) * ops.cast(
                     partner_loss, "float32"
@@ -1540,7 +1549,7 @@ class Distiller(keras.Model):
         loss_share, total, term_means = self._compute_terms(
             self.terms, student_logits, teacher_logits, labels, label_mask,
             sample_weight, student_features, teacher_features, label_mixing,
-            row_weight=row_weight,
+            row_weight=row_weight, padding_mask=positions_lib.padding_mask(student_inputs),
         )
         loss_share, total = self._add_regularization(loss_share, total)
         problems = checks.counts_vector(

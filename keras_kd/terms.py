@@ -70,6 +70,11 @@ class DistillationTerm(keras.layers.Layer):
     #: and averaged over the labeled examples only.
     requires_labels = False
 
+    #: True when the term's `call` takes `padding_mask=`: the `Distiller`
+    #: then passes the inputs' `padding_mask` (keras-hub's inputs dict), or
+    #: `None` when the inputs have none.
+    uses_padding_mask = False
+
     def __init__(self, loss_weight: float = 1.0, name: Optional[str] = None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(name=name, **kwargs)
@@ -102,6 +107,13 @@ class DistillationTerm(keras.layers.Layer):
     def teacher_feature_names(self) -> Sequence[str]:
         """Names of the teacher layers whose outputs this term needs."""
         return ()
+
+    def resolve_layers(self, student, teacher) -> None:
+        """Chooses layers from the models themselves (e.g. a layer map over
+        their encoder layers). The `Distiller` calls it in `compile`, before
+        it reads the feature names, with its student and its one live
+        teacher (`None` otherwise). The default does nothing.
+        """
 
     def build_features(self, student_feature_shapes: dict, teacher_feature_shapes: dict) -> None:
         """Creates state that depends on the feature shapes (e.g. adapters).

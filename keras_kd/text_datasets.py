@@ -123,6 +123,18 @@ def _descriptions(lists: Tuple[Tuple[str, int, int], ...]) -> Tuple[Tuple[str, s
     return tuple(result)
 
 
+def _all_descriptions(lists_dir: str) -> Tuple[Tuple[str, str], ...]:
+    """`_descriptions` of every package list in `lists_dir`, or a clear
+    error when there is none."""
+    paths = find_apt_package_lists(lists_dir)
+    if not paths:
+        raise FileNotFoundError(
+            f"No apt package lists were found in {lists_dir!r}. On Debian or "
+            "Ubuntu run `apt-get update` first (it needs access to a mirror)."
+        )
+    return _descriptions(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+
+
 def _stable_fraction(text: str) -> float:
     """A number in [0, 1) fixed by `text` alone, for a reproducible split."""
     digest = hashlib.sha256(text.encode("utf-8")).digest()
@@ -182,15 +194,9 @@ def load_debian_descriptions(
         raise ValueError(
             f"`max_per_class` must be a positive integer or None. Received: max_per_class={max_per_class!r}."
         )
-    paths = find_apt_package_lists(lists_dir)
-    if not paths:
-        raise FileNotFoundError(
-            f"No apt package lists were found in {lists_dir!r}. On Debian or "
-            "Ubuntu run `apt-get update` first (it needs access to a mirror)."
-        )
     wanted = set(sections)
     labels_of: Dict[str, set] = {}
-    for section, text in _descriptions(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)):
+    for section, text in _all_descriptions(lists_dir):
         if section in wanted:
             labels_of.setdefault(text, set()).add(section)
     examples = sorted(
@@ -356,3 +362,149 @@ def load_python_source(
         name: np.frombuffer(b"\0".join(chunks), dtype=np.uint8).copy()
         for name, chunks in parts.items()
     }
+
+
+# ------------------------------------------------------------ unlabelled text
+
+def _stdlib_dir() -> Path:
+    import sysconfig
+
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def python_source_texts(source: str) -> List[str]:
+    """The docstrings and comments of one Python source file, as texts.
+
+    Docstrings come from `ast` (modules, classes, functions), one text per
+    paragraph; runs of consecutive comment lines (from `tokenize`) are joined
+    into one text. Whitespace is collapsed; lines without a letter
+    (separators such as `# ----`) and shebang or coding lines are dropped.
+    A file that does not parse yields what `tokenize` could read, or nothing.
+
+    Example:
+
+    >>> src = "def f():\\n    'Add one.'\\n    # the sum\\n    return 1\\n"
+    >>> python_source_texts(src)
+    ['Add one.', 'the sum']
+    """
+    import ast
+    import io
+    import re
+    import tokenize
+
+    texts: List[str] = []
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        tree = None
+    if tree is not None:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=True)
+                if doc:
+                    texts.extend(p for p in re.split(r"\n\s*\n", doc))
+    comments: List[str] = []
+    last_line = None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type != tokenize.COMMENT:
+                continue
+            text = token.string.lstrip("#").strip()
+            if text.startswith("!") or "coding" in text[:20] and ":" in text[:20]:
+                continue
+            line = token.start[0]
+            if comments and last_line is not None and line != last_line + 1:
+                texts.append(" ".join(comments))
+                comments = []
+            comments.append(text)
+            last_line = line
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    if comments:
+        texts.append(" ".join(comments))
+    cleaned = (" ".join(t.split()) for t in texts)
+    return [t for t in cleaned if re.search(r"[A-Za-z]", t)]
+
+
+def load_python_docstrings(
+    stdlib_dir: Optional[str] = None,
+    max_files: Optional[int] = None,
+    include_tests: bool = False,
+) -> List[str]:
+    """Unlabelled English text: the Python standard library's docstrings and
+    comments (see `python_source_texts`), offline.
+
+    Reads the `.py` files under `stdlib_dir` (default: this interpreter's
+    standard library, `sysconfig.get_paths()["stdlib"]`), in sorted order,
+    skipping `site-packages` and `dist-packages` (the installed packages are
+    not the standard library) and, unless `include_tests`, the `test` and
+    `tests` directories and `idle_test`.
+
+    Args:
+        stdlib_dir: Directory to read.
+        max_files: Read at most this many files (the first in sorted order),
+            for quick runs and tests.
+        include_tests: Also read the test suites.
+
+    Returns:
+        A list of texts (docstring paragraphs and comment blocks).
+
+    Example:
+
+    >>> texts = load_python_docstrings(max_files=5)
+    >>> len(texts) > 10 and all(isinstance(t, str) for t in texts)
+    True
+    """
+    directory = Path(stdlib_dir) if stdlib_dir is not None else _stdlib_dir()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"`stdlib_dir` is not a directory. Received: stdlib_dir={str(directory)!r}.")
+    if max_files is not None and (isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 1):
+        raise ValueError(f"`max_files` must be a positive integer or None. Received: max_files={max_files!r}.")
+    skipped = {"site-packages", "dist-packages", "__pycache__"}
+    if not include_tests:
+        skipped |= {"test", "tests", "idle_test"}
+    paths = sorted(
+        path for path in directory.rglob("*.py")
+        if not skipped & set(path.relative_to(directory).parts[:-1])
+    )
+    if max_files is not None:
+        paths = paths[:max_files]
+    texts: List[str] = []
+    for path in paths:
+        texts.extend(python_source_texts(path.read_text(encoding="utf-8", errors="replace")))
+    return texts
+
+
+def load_debian_unlabelled(
+    exclude: Iterable[str] = (),
+    lists_dir: str = APT_LISTS_DIR,
+) -> List[str]:
+    """Every Debian package's one-line description, without labels.
+
+    For pretraining and as distillation transfer text. Pass the texts of
+    the labelled task's test split (and validation split) as `exclude`, so
+    that the unlabelled text does not hold them.
+
+    Returns:
+        The distinct descriptions in a fixed (hash) order.
+
+    Example:
+
+    >>> (_, _), (x_test, _) = load_debian_descriptions()  # doctest: +SKIP
+    >>> texts = load_debian_unlabelled(exclude=x_test)  # doctest: +SKIP
+    """
+    excluded = set(exclude)
+    texts = {text for _, text in _all_descriptions(lists_dir) if text not in excluded}
+    return sorted(texts, key=_stable_fraction)
+
+
+def count_words(texts: Iterable[str]) -> int:
+    """Whitespace-separated words in `texts` (a corpus size that does not
+    depend on a tokenizer).
+
+    Example:
+
+    >>> count_words(["two words", "three more words"])
+    5
+    """
+    return sum(len(text.split()) for text in texts)

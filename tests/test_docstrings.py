@@ -31,6 +31,7 @@ MODULES = [
     "keras_kd.divergences",
     "keras_kd.positions",
     "keras_kd.causal_lm",
+    "keras_kd.transformer_terms",
 ]
 
 

@@ -87,3 +87,43 @@ def test_errors(tmp_path):
         text_datasets.load_debian_descriptions(sections=("games", "no-such-section"))
     with pytest.raises(ValueError, match=r"name='mnist'"):
         text_datasets.load_text_classification("mnist")
+
+
+def test_python_source_texts_reads_docstrings_and_comment_blocks():
+    source = (
+        '"""Module doc.\n\nSecond paragraph."""\n'
+        "# first comment\n# continues here\nx = 1\n\n# ----------\n"
+        "class A:\n    'Class doc.'\n    def f(self):\n        '''Method doc.'''\n"
+        "        return 2  # trailing note\n"
+    )
+    texts = text_datasets.python_source_texts(source)
+    assert texts[:4] == ["Module doc.", "Second paragraph.", "Class doc.", "Method doc."]
+    assert "first comment continues here" in texts and "trailing note" in texts
+    assert not any(set(t) <= set("- ") for t in texts)
+    # A file that does not parse still gives its comments.
+    assert text_datasets.python_source_texts("def broken(:\n    # still read\n") == ["still read"]
+
+
+def test_load_python_docstrings_on_a_small_slice(tmp_path):
+    (tmp_path / "a.py").write_text('"""Alpha module."""\n# a comment\n')
+    (tmp_path / "site-packages").mkdir()
+    (tmp_path / "site-packages" / "b.py").write_text('"""Not the standard library."""\n')
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "c.py").write_text('"""A test."""\n')
+    assert text_datasets.load_python_docstrings(str(tmp_path)) == ["Alpha module.", "a comment"]
+    assert "A test." in text_datasets.load_python_docstrings(str(tmp_path), include_tests=True)
+    real = text_datasets.load_python_docstrings(max_files=3)
+    assert len(real) > 10 and text_datasets.count_words(real) > 100
+    with pytest.raises(ValueError, match="max_files"):
+        text_datasets.load_python_docstrings(max_files=0)
+    with pytest.raises(FileNotFoundError, match="stdlib_dir"):
+        text_datasets.load_python_docstrings(str(tmp_path / "missing"))
+
+
+def test_load_debian_unlabelled_excludes_the_held_out_texts(debian):
+    (x_train, _), (x_test, _) = debian
+    texts = text_datasets.load_debian_unlabelled(exclude=x_test)
+    assert len(texts) > 5 * len(x_train)
+    assert not set(texts) & set(x_test)
+    assert set(x_train) <= set(texts)
+    assert texts == text_datasets.load_debian_unlabelled(exclude=x_test)

@@ -17,19 +17,15 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-_CPUS = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+from two_cpus import two_cpu_strategy  # noqa: E402
+
+STRATEGY, DEFAULT = two_cpu_strategy()
 
 import keras  # noqa: E402
 
 import keras_kd  # noqa: E402
 
-STRATEGY = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-DEFAULT = tf.distribute.get_strategy()
 VOCABULARY, LENGTH = 32, 12
 
 

@@ -8,30 +8,17 @@ of one device on the same batches (to float32 rounding), with the ranges set
 from calibration data or by the first (global) training batch.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from two_cpus import run_worker
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    output = tmp_path_factory.mktemp("qat_distribute") / "results.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "quantization_distribute_worker.py"), str(output)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return json.loads(output.read_text())
+    return run_worker("quantization_distribute_worker.py", tmp_path_factory.mktemp("qat_distribute"),
+                      timeout=600)
 
 
 def test_two_replicas_really_ran(results):

@@ -4,30 +4,16 @@ Every term of a sequence model is a mean over the real tokens of the
 *global* batch; see `tests/sequence_distribute_worker.py` for the data.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from two_cpus import run_worker
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    output = tmp_path_factory.mktemp("sequence_distribute") / "results.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "sequence_distribute_worker.py"), str(output)],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return json.loads(output.read_text())
+    return run_worker("sequence_distribute_worker.py", tmp_path_factory.mktemp("sequence_distribute"))
 
 
 def test_two_replicas_really_ran(results):

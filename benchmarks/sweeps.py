@@ -114,6 +114,15 @@ def plot(payload: dict, output_dir: Path) -> list:
     return paths
 
 
+#: How the sweep's points are read (said in its results file).
+SWEEPS_SETTINGS_NOTE = (
+    'How the settings were chosen: each point is read on the test set (one seed), so '
+    'these curves show sensitivity and are not a way to pick T or alpha; '
+    '`results_table.md` picks settings on a validation split. The baseline is the student'
+    ' alone of `methods_table.md`.'
+)
+
+
 def write_markdown(payload: dict, output_dir: Path) -> Path:
     lines = [
         "# Temperature and alpha sweeps (Hinton KD, CNN student, cached CNN teacher)",
@@ -122,6 +131,8 @@ def write_markdown(payload: dict, output_dir: Path) -> Path:
         f"`{payload.get('row', 'kd')}` row (same data, student, schedule and teacher as "
         "`methods_table.md`) with another T or alpha. alpha weighs the hard-label loss, "
         "1 - alpha the soft targets.",
+        "",
+        SWEEPS_SETTINGS_NOTE,
         "",
         "![temperature sweep](sweep_temperature.png) ![alpha sweep](sweep_alpha.png)",
         "",

@@ -53,6 +53,7 @@ import keras
 from keras import ops
 from keras.src.saving import serialization_lib
 
+from keras_kd import divergences
 from keras_kd import losses
 from keras_kd import terms as terms_lib
 
@@ -234,7 +235,7 @@ class KerasLogitsDistillation(terms_lib._TemperatureMixin, KerasDistillationLoss
 
     With a KL loss (the default) the term is keras_kd's
     `T**2 * KL(softmax(t/T) || softmax(s/T))` from `log_softmax` in float32
-    (`keras_kd.losses.distillation_kl_divergence`, as `HintonKD`); Keras
+    (`keras_kd.distillation_divergence`, forward KL, as `HintonKD`); Keras
     clips probabilities instead (see the module docstring). Other losses are
     applied per example to `t/T, s/T`, as in Keras. The temperature is held in
     a variable, so `keras_kd.callbacks.TemperatureScheduler` can change it.
@@ -300,12 +301,15 @@ class KerasLogitsDistillation(terms_lib._TemperatureMixin, KerasDistillationLoss
         temperature = self._temperature.value
         teachers = teacher_logits if isinstance(teacher_logits, (list, tuple)) else [teacher_logits]
         if self.kl:
-            return losses.distillation_kl_divergence(
+            # The same function as `HintonKD`: forward KL, chunked for large
+            # vocabularies, and top-k cached teacher logits rebuilt per chunk.
+            return divergences.distillation_divergence(
                 teachers,
                 student_logits,
                 temperature,
                 teacher_weights=self.teacher_weights,
                 teacher_reduction=self.teacher_reduction,
+                chunk_size="auto",
             )
         teacher = ops.cast(teachers[0], "float32") / temperature
         student = ops.cast(student_logits, "float32") / temperature

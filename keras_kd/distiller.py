@@ -13,6 +13,7 @@ from keras.src.saving import serialization_lib
 from keras.src.trainers.compile_utils import CompileMetrics
 from keras.src.utils import tracking
 
+from keras_kd import accumulation
 from keras_kd import augment as augment_lib
 from keras_kd import causal_lm as causal_lm_lib
 from keras_kd import checks
@@ -144,6 +145,62 @@ class _StepHealthHolder:
 
     def __init__(self, health=None):
         self.health = health
+
+
+class _AccumulatorHolder:
+    """Holds the distiller's `keras_kd.accumulation.GradientAccumulator`.
+
+    A plain object, so that Keras neither tracks nor saves the accumulated
+    gradients (training state, not weights). `steps` is `None` when every
+    batch is an optimizer step; the accumulator is built with the optimizer.
+    """
+
+    def __init__(self, steps: Optional[int] = None):
+        self.steps = steps
+        self.accumulator = None
+
+
+def _take_over_accumulation(optimizer, steps: Optional[int]) -> Optional[int]:
+    """The distiller's micro-batches per step, moved off the optimizer.
+
+    Keras's own accumulation averages per-batch means, inexact for
+    token-averaged losses, so the optimizer must not accumulate as well:
+    its `gradient_accumulation_steps` (and a loss-scale wrapper's inner
+    optimizer's) become the distiller's.
+    """
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, int) or steps < 2
+    ):
+        raise ValueError(
+            "`gradient_accumulation_steps` must be an integer >= 2 or None. "
+            f"Received: gradient_accumulation_steps={steps!r}."
+        )
+    holders = [optimizer]
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        holders.append(inner)
+    for holder in holders:
+        own = getattr(holder, "gradient_accumulation_steps", None)
+        if not own:
+            continue
+        if steps is not None and own != steps:
+            raise ValueError(
+                "The optimizer and `compile` give different "
+                "`gradient_accumulation_steps`. Received: "
+                f"gradient_accumulation_steps={steps!r} and an optimizer with "
+                f"gradient_accumulation_steps={own!r}; pass one of them."
+            )
+        if holder.built:
+            raise ValueError(
+                "The optimizer was already built with Keras's own gradient "
+                f"accumulation (gradient_accumulation_steps={own!r}); the "
+                "distiller accumulates exactly itself. Pass a new optimizer, or "
+                "one created without `gradient_accumulation_steps` and "
+                f"`compile(gradient_accumulation_steps={own!r})`."
+            )
+        holder.gradient_accumulation_steps = None
+        steps = own
+    return steps
 
 
 class _LabelMaskedMetrics(CompileMetrics):
@@ -496,11 +553,11 @@ class Distiller(keras.Model):
     `padding_mask` when the inputs are a dict that has one, and the Keras
     mask of the student's outputs (`Embedding(mask_zero=True)`)
     (`keras_kd.positions`). Cached teacher logits may be dense or in top-k
-    form (`{"values", "indices", "tail"}`, one row per position). With an
-    optimizer's `gradient_accumulation_steps=k`, Keras averages the `k`
-    micro-batch gradients, each a mean over its own real tokens: equal to
-    one `k`-times-larger batch only when the micro-batches hold equal numbers
-    of real tokens (pack sequences to make them so).
+    form (`{"values", "indices", "tail"}`, one row per position). Gradient
+    accumulation (`compile(gradient_accumulation_steps=k)`, or an optimizer
+    created with it) is exact: `k` micro-batches give the step of one
+    `k`-times-larger batch even when they hold different numbers of real
+    tokens (`keras_kd.accumulation`).
 
     Bad inputs are refused, never trained on silently: label and sample
     weight arrays are checked before training; in a step (a `tf.data`
@@ -676,6 +733,7 @@ class Distiller(keras.Model):
         self._term_trackers = []
         self._feature_extractors = _FeatureExtractors()
         self._health_holder = _StepHealthHolder()
+        self._accumulator_holder = _AccumulatorHolder()
         # The distiller owns no weights of its own: it is built when its
         # models are (always, for models made with `keras.Input`).
         if all(model.built for model in (student, *teachers)):
@@ -718,6 +776,7 @@ class Distiller(keras.Model):
         divergence: str = "forward_kl",
         jsd_beta: float = 0.5,
         chunk_size: Union[int, str, None] = "auto",
+        gradient_accumulation_steps: Optional[int] = None,
         weighted_metrics=None,
         run_eagerly: bool = False,
         steps_per_execution: int = 1,
@@ -781,6 +840,16 @@ class Distiller(keras.Model):
                 that a large vocabulary does not hold several float32 copies
                 of tokens x vocabulary at once. `"auto"` (default) chunks
                 only batches of more than about 4M logits; `None` never.
+            gradient_accumulation_steps: Micro-batches per optimizer step,
+                an integer `>= 2`, or `None` (default: one step per batch,
+                unless the optimizer was created with
+                `gradient_accumulation_steps`, which the distiller then takes
+                over). Exact: the step equals one batch `k` times larger even
+                when the micro-batches hold different numbers of real rows
+                (tokens), since the distiller sums gradients and counts and
+                divides once (`keras_kd.accumulation`); Keras's optimizer
+                averages per-batch means instead. The optimizer's
+                `iterations` counts optimizer steps.
             weighted_metrics: As in `keras.Model.compile`.
             run_eagerly: As in `keras.Model.compile`.
             steps_per_execution: As in `keras.Model.compile`.
@@ -889,6 +958,9 @@ class Distiller(keras.Model):
             jit_compile=jit_compile,
             auto_scale_loss=auto_scale_loss,
         )
+        self._accumulator_holder = _AccumulatorHolder(
+            _take_over_accumulation(self.optimizer, gradient_accumulation_steps)
+        )
         if self._compile_metrics is not None:
             with tracking.DotNotTrackScope():
                 self._compile_metrics = _LabelMaskedMetrics(
@@ -965,6 +1037,7 @@ class Distiller(keras.Model):
             run_eagerly=run_eagerly,
             steps_per_execution=steps_per_execution,
             jit_compile=self.jit_compile,
+            gradient_accumulation_steps=self._accumulator_holder.steps,
         )
         if not keras_style:
             compile_config.update(
@@ -1141,7 +1214,26 @@ class Distiller(keras.Model):
                 batch,
             )
             iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        result = super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        self._build_accumulator()
+        return result
+
+    def _build_accumulator(self) -> None:
+        """Creates the exact gradient accumulator once the weights exist."""
+        holder = self._accumulator_holder
+        if holder.steps is None:
+            return
+        variables = self.trainable_weights
+        if holder.accumulator is not None and holder.accumulator.matches(variables):
+            return
+        with self.distribute_strategy.scope():
+            holder.accumulator = accumulation.GradientAccumulator(
+                holder.steps, variables,
+                groups=[
+                    any(t.requires_labels for t in self.terms),
+                    any(not t.requires_labels for t in self.terms),
+                ],
+            )
 
     def _get_metrics_result_or_logs(self, logs):
         # The steps log a subset of `self.metrics` (evaluate has no
@@ -1415,7 +1507,7 @@ class Distiller(keras.Model):
     ):
         """Averages each term over the *global* batch and adds them up.
 
-        Returns `(loss_share, total, term_means)`. `loss_share` is this
+        Returns `(loss_share, total, term_means, groups)`. `loss_share` is this
         replica's share of the total loss: summed over replicas it is the
         global mean, so gradients are exact under any strategy, whatever the
         split. `total` and `term_means` are global values, for logging.
@@ -1472,7 +1564,7 @@ class Distiller(keras.Model):
             counts.append(count)
         if not active_terms:
             zero = ops.zeros((), "float32")
-            return zero, zero, {}
+            return zero, zero, {}, [None, None]
         local_sums, local_counts = ops.stack(sums), ops.stack(counts)
         reduced = _replica_sum(
             ops.concatenate([local_counts, ops.stop_gradient(local_sums)])
@@ -1488,15 +1580,44 @@ class Distiller(keras.Model):
         term_means = {
             term.name: differentiable_means[i] for i, term in enumerate(active_terms)
         }
-        return ops.sum(weights * shares), ops.sum(weights * means), term_means
+        # The terms that need labels share one count (the labelled rows), the
+        # others another (all rows): `(local weighted sum, global count)` for
+        # the two groups, in that order (`None` for a group without terms),
+        # whose `sum / count` add up to `loss_share`. Exact gradient
+        # accumulation (`keras_kd.accumulation`) keeps the groups apart.
+        groups = []
+        for needs_labels in (True, False):
+            members = [i for i, t in enumerate(active_terms) if t.requires_labels == needs_labels]
+            groups.append((
+                ops.sum(ops.stack([weights[i] * local_sums[i] for i in members])),
+                global_counts[members[0]],
+            ) if members else None)
+        return ops.sum(weights * shares), ops.sum(weights * means), term_means, groups
 
-    def _add_regularization(self, loss_share, total):
-        """Adds layer losses (regularizers, `add_loss`), split over replicas."""
+    def _add_regularization(self, loss_share, total, groups):
+        """Adds layer losses (regularizers, `add_loss`), split over replicas.
+
+        In the count groups the regularization joins the last group, times
+        its count: accumulated over micro-batches and divided by the summed
+        count, it is then added once per optimizer step, as in one large
+        batch (a count-weighted mean for activity regularizers).
+        """
         if not self.losses:
-            return loss_share, total
+            return loss_share, total, groups
         regularization = ops.sum([ops.cast(loss, "float32") for loss in self.losses])
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return loss_share + regularization / replicas, total + regularization
+        share = regularization / replicas
+        index = self._regularization_group()
+        groups = list(groups)
+        if groups[index] is not None:
+            local_sum, count = groups[index]
+            groups[index] = (local_sum + share * ops.stop_gradient(count), count)
+        return loss_share + share, total + regularization, groups
+
+    def _regularization_group(self) -> int:
+        """The count group the layer losses join: the unlabelled terms' (the
+        distillation terms, present in every batch) when there are any."""
+        return 1 if any(not t.requires_labels for t in self.terms) else 0
 
     def _augment(self, student_inputs, cached_logits):
         """The training view of a batch: `(inputs, mixing or None)`."""
@@ -1513,7 +1634,8 @@ class Distiller(keras.Model):
         makes the one view that the teachers and the student see.
 
         Returns `(student_logits, labels, label_mask, sample_weight,
-        loss_share, total, term_means, problems)`; see `_compute_terms`;
+        loss_share, total, term_means, groups, problems)`; see
+        `_compute_terms`;
         `sample_weight` is one weight per row of `student_logits` (for
         sequence outputs, per token) or `None`; `problems` is the
         `checks.counts_vector` of this replica's bad examples. For a mixed
@@ -1546,12 +1668,12 @@ class Distiller(keras.Model):
                 labels, label_mask, mixing
             )
             label_mixing = (partner_labels, share)
-        loss_share, total, term_means = self._compute_terms(
+        loss_share, total, term_means, groups = self._compute_terms(
             self.terms, student_logits, teacher_logits, labels, label_mask,
             sample_weight, student_features, teacher_features, label_mixing,
             row_weight=row_weight, padding_mask=positions_lib.padding_mask(student_inputs),
         )
-        loss_share, total = self._add_regularization(loss_share, total)
+        loss_share, total, groups = self._add_regularization(loss_share, total, groups)
         problems = checks.counts_vector(
             invalid_labels=invalid_labels,
             invalid_weights=invalid_weights,
@@ -1564,7 +1686,7 @@ class Distiller(keras.Model):
             # Padding is no example for the metrics either.
             metric_mask = metric_mask * ops.cast(row_weight > 0, "float32")
         return (student_logits, metric_labels, metric_mask, sample_weight, loss_share, total,
-                term_means, problems)
+                term_means, groups, problems)
 
     def _check_sequence_terms(self, mixing, student_features, teacher_features) -> None:
         """What sequence outputs do not support yet, refused by name."""
@@ -1645,19 +1767,40 @@ class Distiller(keras.Model):
     def train_step(self, data):
         self._require_compiled()
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
+        accumulator = self._accumulator_holder.accumulator
+        with tf.GradientTape(persistent=accumulator is not None) as tape:
             (student_logits, labels, label_mask, sample_weight, loss_share, total, term_means,
-             problems) = self._forward(x, y, sample_weight, training=True, augment=True)
-            scaled_loss = self.optimizer.scale_loss(loss_share)
+             groups, problems) = self._forward(x, y, sample_weight, training=True, augment=True)
+            if accumulator is None:
+                targets = [self.optimizer.scale_loss(loss_share)]
+            else:
+                targets = [
+                    None if group is None
+                    else self.optimizer.scale_loss(ops.divide_no_nan(group[0], group[1]))
+                    for group in groups
+                ]
         trainable_weights = self.trainable_weights
-        gradients = tape.gradient(scaled_loss, trainable_weights)
         # A batch with bad labels, weights or teacher outputs leaves the
         # weights and the optimizer as they were (the same decision on every
         # replica); HealthCheck then raises on the host.
         bad = _replica_sum(problems[: checks.WEIGHTED_EXAMPLES])
-        checks.apply_gradients_if(
-            ops.all(ops.equal(bad, 0.0)), self.optimizer, gradients, trainable_weights
-        )
+        ok = ops.all(ops.equal(bad, 0.0))
+        if accumulator is None:
+            gradients = tape.gradient(targets[0], trainable_weights)
+            checks.apply_gradients_if(ok, self.optimizer, gradients, trainable_weights)
+        else:
+            group_gradients = [
+                [None] * len(trainable_weights) if target is None
+                else tape.gradient(target, trainable_weights)
+                for target in targets
+            ]
+            del tape
+            counts = [ops.zeros((), "float32") if g is None else g[1] for g in groups]
+            ready = accumulator.accumulate(group_gradients, counts, ok)
+            checks.apply_gradients_if(
+                ready, self.optimizer, accumulator.gradients(), trainable_weights
+            )
+            accumulator.reset_if(ready)
         self._update_health(problems)
 
         batch_size = ops.shape(student_logits)[0]
@@ -1696,7 +1839,7 @@ class Distiller(keras.Model):
         )
         # Evaluation is the student's own business: its loss at T = 1, no teacher.
         hard_term = self.terms[0]
-        _, _, term_means = self._compute_terms(
+        _, _, term_means, _ = self._compute_terms(
             [hard_term], student_logits, [], labels, label_mask, sample_weight,
             row_weight=row_weight,
         )

@@ -30,6 +30,7 @@ MODULES = [
     "keras_kd.quantization",
     "keras_kd.divergences",
     "keras_kd.positions",
+    "keras_kd.accumulation",
     "keras_kd.causal_lm",
     "keras_kd.transformer_terms",
 ]

@@ -32,3 +32,13 @@ def test_uneven_padding_per_replica_matches_one_device(results, scenario):
         np.testing.assert_allclose(mirrored["evaluate"][name], value, rtol=1e-5, err_msg=name)
     # The run learned something: weights moved away from their start.
     assert one["history"]["loss"][-1] < one["history"]["loss"][0]
+
+
+def test_exact_gradient_accumulation_on_two_replicas_matches_one_large_batch(results):
+    """Micro-batches of 12 and 48 real tokens, each split over two replicas,
+    accumulated over 2 steps: the weights of one device's batches of 8."""
+    one, accumulated = results["accumulated"]["one"], results["accumulated"]["mirrored"]
+    for expected, actual in zip(one["weights"], accumulated["weights"]):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    for name, value in one["evaluate"].items():
+        np.testing.assert_allclose(accumulated["evaluate"][name], value, rtol=1e-5, err_msg=name)

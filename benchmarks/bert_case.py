@@ -42,7 +42,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_kd  # noqa: E402
 from keras_kd import text_datasets as td  # noqa: E402
-from keras_kd import text_models  # noqa: E402
+from keras_kd.src.models import text_models  # noqa: E402
 
 SEQUENCE_LENGTH = 32
 VOCABULARY_SIZE = 6000

@@ -22,7 +22,7 @@ import keras
 import keras_hub
 
 import keras_kd
-from keras_kd import transformer_terms as tt
+from keras_kd.src.terms import transformer_terms as tt
 
 import bert_case as bc
 

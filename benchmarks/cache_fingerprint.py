@@ -76,7 +76,7 @@ def main() -> None:
     import tensorflow as tf
 
     from keras_kd import models
-    from keras_kd.cache import _example_dataset, _input_fingerprint
+    from keras_kd.src.data.cache import _example_dataset, _input_fingerprint
     from keras_kd.datasets import load_fashion_mnist
 
     (x, y), _ = load_fashion_mnist()

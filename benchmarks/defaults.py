@@ -88,7 +88,8 @@ def _fashion_mnist(quick: bool):
 
 
 def tasks(quick: bool) -> List[Task]:
-    from keras_kd import models, text_models
+    from keras_kd import models
+    from keras_kd.src.models import text_models
 
     fmnist = _fashion_mnist(quick)
     (x_train, y_train), validation = fmnist

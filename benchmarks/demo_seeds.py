@@ -1,6 +1,6 @@
 """`keras-kd demo` over several seeds: is its gain more than seed noise?
 
-Runs `keras_kd.demo.run_demo` with its default settings for each seed (a
+Runs `keras_kd.src.cli.demo.run_demo` with its default settings for each seed (a
 teacher per seed, kept in `--output-dir/seed<N>` and reused when present),
 and writes a Markdown table of the per-seed test accuracies and the mean ±
 std of the gain to `benchmarks/results/demo.md`.
@@ -25,7 +25,7 @@ RESULTS = HERE / "results" / "demo.md"
 
 
 def main(argv=None) -> None:
-    from keras_kd import demo
+    from keras_kd.src.cli import demo
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

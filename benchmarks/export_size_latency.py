@@ -43,7 +43,7 @@ import numpy as np
 import keras_kd
 from keras_kd import models
 from keras_kd.datasets import load_fashion_mnist
-from keras_kd.export import float_ops
+from keras_kd.src.export.export import float_ops
 
 HERE = Path(__file__).resolve().parent
 #: `cnn_student()`'s default width: a second, smaller student whose file shows
@@ -118,7 +118,7 @@ def single_example_latency_ms(path: str, example: np.ndarray, runs: int) -> floa
     """Median wall time of one `invoke()` on one example, in milliseconds."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from keras_kd.export import quantize_input
+    from keras_kd.src.export.export import quantize_input
 
     interpreter = Interpreter(model_path=path, num_threads=1)
     interpreter.allocate_tensors()  # batch 1: the file's default shape

@@ -56,7 +56,7 @@ def human(n):
 
 def storage_table(tokens=10**9):
     import keras_kd
-    from keras_kd.lm_cache import _sequence_layout
+    from keras_kd.src.data.lm_cache import _sequence_layout
 
     lines = [
         f"| vocabulary | full float16 | " + " | ".join(f"top-{k}" for k in TOP_KS) + " |",

@@ -712,7 +712,7 @@ def main(argv=None) -> Path:
         else:
             # Without the search: the student alone at `short` epochs over
             # tune's learning rates, seed 0, on validation.
-            from keras_kd.tuning import DEFAULT_SPACE
+            from keras_kd.src.tuning.tuning import DEFAULT_SPACE
 
             pick, scores = None, {}
             for rate in DEFAULT_SPACE["learning_rate"]:

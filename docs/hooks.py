@@ -4,8 +4,8 @@
    name has no docstring, or is on no reference page. mkdocstrings alone
    renders an undocumented object without a word of warning.
    Public means: every name in `keras_kd.__all__`; every class, function
-   and constant defined in a public submodule (`keras_kd.augment`,
-   `keras_kd.callbacks`, `keras_kd.schedules`); and every public method or
+   and constant a public namespace (`keras_kd.augment`, `keras_kd.callbacks`,
+   `keras_kd.schedules`) exports from `keras_kd.src`; and every public method or
    property a public class defines that its base classes do not (overrides
    of Keras's own `call`, `get_config`, ... keep Keras's documentation).
 2. The guide pages include README sections with `pymdownx.snippets`; the
@@ -76,9 +76,17 @@ def check_api() -> List[str]:
     documented_paths = set()
     for directive in _directives():
         try:
-            documented_paths.add(static(directive).path)
+            target = static(directive)
         except (KeyError, griffe.AliasResolutionError):
             problems.append(f"docs/reference: `::: {directive}` names no object")
+            continue
+        documented_paths.add(target.path)
+        if target.is_module:
+            # A public namespace (`keras_kd.augment`) re-exports what
+            # `keras_kd.src` defines: its page renders those objects.
+            for member in target.members.values():
+                if member.is_alias and member.name in (target.exports or ()):
+                    documented_paths.add(member.final_target.path)
 
     public = []  # (name shown to the user, griffe path)
     for name in package.__all__:
@@ -92,8 +100,8 @@ def check_api() -> List[str]:
                 if member.startswith("_") or inspect.ismodule(item):
                     continue
                 item_path = f"{value.__name__}.{member}"
-                if item_path in collection and not collection[item_path].is_alias:
-                    public.append((item_path, item_path))
+                if item_path in collection:
+                    public.append((item_path, static(item_path).path))
 
     classes = []
     for shown, path in public:

@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 import keras_kd  # noqa: E402
 from keras_kd import text_datasets  # noqa: E402
-from keras_kd import text_models  # noqa: E402
+from keras_kd.src.models import text_models  # noqa: E402
 
 #: Settings per corpus: IMDB reviews are long, package descriptions short.
 CORPUS_SETTINGS = {

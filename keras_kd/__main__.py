@@ -1,5 +1,5 @@
 import sys
 
-from keras_kd.cli import main
+from keras_kd.src.cli.cli import main
 
 sys.exit(main())

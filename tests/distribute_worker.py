@@ -28,7 +28,8 @@ STRATEGY, DEFAULT = two_cpu_strategy()
 import keras  # noqa: E402
 
 import keras_kd  # noqa: E402
-from keras_kd import datasets, models  # noqa: E402
+from keras_kd.src.models import models  # noqa: E402
+from keras_kd.src.data import datasets
 
 
 
@@ -196,7 +197,7 @@ def mixup_scenario(data, teacher_weights):
     with STRATEGY.scope():
         teacher, student = make_models(teacher_weights)
         distiller = keras_kd.Distiller(
-            student, teacher, augmentation=keras_kd.augment.MixUp(seed=3))
+            student, teacher, augmentation=keras_kd.src.augment.augment.MixUp(seed=3))
         distiller.compile(optimizer=keras.optimizers.Adam(1e-3), alpha=0.3, temperature=1.0)
     history = distiller.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
     return {"history": history_of(history),

@@ -24,7 +24,8 @@ tf.config.set_logical_device_configuration(_CPUS[0], [tf.config.LogicalDeviceCon
 import keras  # noqa: E402
 
 import keras_kd  # noqa: E402
-from keras_kd import datasets, models  # noqa: E402
+from keras_kd.src.models import models  # noqa: E402
+from keras_kd.src.data import datasets
 
 
 def run(strategy, x, y):

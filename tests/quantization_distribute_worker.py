@@ -28,8 +28,9 @@ STRATEGY, DEFAULT = two_cpu_strategy()
 import keras  # noqa: E402
 
 import keras_kd  # noqa: E402
-from keras_kd import datasets, models  # noqa: E402
-from keras_kd.quantization import ActivationQuantizer  # noqa: E402
+from keras_kd.src.models import models  # noqa: E402
+from keras_kd.src.data import datasets
+from keras_kd.src.export.quantization import ActivationQuantizer  # noqa: E402
 
 
 

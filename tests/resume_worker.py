@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_kd  # noqa: E402
-from keras_kd import datasets, models  # noqa: E402
+from keras_kd.src.models import models  # noqa: E402
+from keras_kd.src.data import datasets
 
 EPOCHS, N, BATCH = 4, 512, 64
 

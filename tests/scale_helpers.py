@@ -5,7 +5,8 @@ import functools
 import keras
 import numpy as np
 
-from keras_kd import datasets, models
+from keras_kd.src.data import datasets
+from keras_kd.src.models import models
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 import keras_kd
-from keras_kd import augment
+from keras_kd.src.augment import augment
 
 
 class Recorder(keras.layers.Layer):

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 import keras
 import keras_kd
-from keras_kd import datasets, models
+from keras_kd.src.data import datasets
+from keras_kd.src.models import models
 
 from conftest import numpy_log_softmax
 

@@ -8,7 +8,10 @@ import tensorflow as tf
 
 import keras
 import keras_kd
-from keras_kd import callbacks, datasets, models, schedules
+from keras_kd.src.callbacks import callbacks
+from keras_kd.src.data import datasets
+from keras_kd.src.models import models
+from keras_kd.src.callbacks import schedules
 
 
 @pytest.fixture(scope="module")

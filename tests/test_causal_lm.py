@@ -15,7 +15,7 @@ import tensorflow as tf
 keras_hub = pytest.importorskip("keras_hub")
 
 import keras_kd  # noqa: E402
-from keras_kd import causal_lm  # noqa: E402
+from keras_kd.src.models import causal_lm  # noqa: E402
 
 VOCABULARY = 48
 LENGTH = 16
@@ -256,7 +256,7 @@ def test_export_saved_model_of_a_causal_lm(tmp_path):
 
 def _text_batches(steps, batch=8, length=LENGTH, seed=0):
     """Windows of real text: the standard library's source, as bytes."""
-    from keras_kd import text_datasets
+    from keras_kd.src.data import text_datasets
 
     stream = text_datasets.load_python_source()["train"][:200_000]
     rng = np.random.default_rng(seed)

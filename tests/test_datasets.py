@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from keras_kd import datasets
+from keras_kd.src.data import datasets
 
 SYSTEM_DIR = datasets.SYSTEM_DATA_DIRS[0]
 
@@ -47,7 +47,7 @@ def test_keras_download_path_and_clear_error_when_it_fails(tmp_path, local_copy)
     script = textwrap.dedent(
         """
         import sys
-        from keras_kd import datasets
+        from keras_kd.src.data import datasets
         datasets.SYSTEM_DATA_DIRS = ()
         datasets.find_fashion_mnist = lambda data_dir=None: None  # force the download path
         try:

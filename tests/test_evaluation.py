@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_kd import evaluation
+from keras_kd.src.report import evaluation
 
 
 def test_confusion_matrix_by_hand():

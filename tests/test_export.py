@@ -9,13 +9,13 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 import keras_kd
-from keras_kd import models
-from keras_kd.cli import main as cli_main
-from keras_kd.datasets import load_fashion_mnist
-from keras_kd.export import MIN_TOP1_AGREEMENT
-from keras_kd.export import ParityError
-from keras_kd.export import quantize_input
-from keras_kd.export import run_tflite
+from keras_kd.src.models import models
+from keras_kd.src.cli.cli import main as cli_main
+from keras_kd.src.data.datasets import load_fashion_mnist
+from keras_kd.src.export.export import MIN_TOP1_AGREEMENT
+from keras_kd.src.export.export import ParityError
+from keras_kd.src.export.export import quantize_input
+from keras_kd.src.export.export import run_tflite
 
 
 def _softmax(logits):

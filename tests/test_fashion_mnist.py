@@ -8,7 +8,8 @@ import pytest
 
 import keras
 import keras_kd
-from keras_kd import datasets, models
+from keras_kd.src.data import datasets
+from keras_kd.src.models import models
 
 
 @pytest.fixture(scope="module")

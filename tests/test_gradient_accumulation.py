@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 import keras_kd
-from keras_kd.accumulation import combine_group_gradients
+from keras_kd.src.distiller.accumulation import combine_group_gradients
 
 VOCABULARY, LENGTH = 20, 6
 

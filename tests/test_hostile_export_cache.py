@@ -21,10 +21,10 @@ import pytest
 import tensorflow as tf
 
 import keras_kd
-from keras_kd.cli import main as cli_main
+from keras_kd.src.cli.cli import main as cli_main
 
 # The module, not the function `keras_kd.export` that shadows it.
-export_module = importlib.import_module("keras_kd.export")
+export_module = importlib.import_module("keras_kd.src.export.export")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -426,7 +426,7 @@ def test_fingerprint_covers_every_example(tmp_path):
 
 
 def test_fingerprint_of_dict_and_string_inputs_matches_its_stream(tmp_path):
-    from keras_kd.cache import _InputFingerprint, _input_fingerprint, _example_dataset
+    from keras_kd.src.data.cache import _InputFingerprint, _input_fingerprint, _example_dataset
 
     def of_arrays(x):
         examples, _, _, arrays = _example_dataset(x, "x")

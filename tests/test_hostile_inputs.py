@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import keras_kd
-from keras_kd import cli
+from keras_kd.src.cli import cli
 
 CLASSES, FEATURES, N = 5, 6, 64
 
@@ -478,7 +478,7 @@ def test_report_cli_turns_an_os_error_into_a_message(tmp_path, capsys, monkeypat
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(importlib.import_module("keras_kd.report"), "_plot_per_class_accuracy", full_disk)
+    monkeypatch.setattr(importlib.import_module("keras_kd.src.report.report"), "_plot_per_class_accuracy", full_disk)
     rc = cli.main(["report", "--teacher", str(tmp_path / "t.keras"), "--student",
                    str(tmp_path / "s.keras"), "--x", str(tmp_path / "x.npy"), "--y",
                    str(tmp_path / "y.npy"), "--output-dir", str(tmp_path / "out")])

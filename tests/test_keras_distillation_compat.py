@@ -5,7 +5,12 @@ import pytest
 
 import keras
 from keras import ops
-from keras.distillation import DistillationLoss, FeatureDistillation, LogitsDistillation
+from keras_kd.src import keras_compat
+
+if not keras_compat.HAS_KERAS_DISTILLATION:
+    pytest.skip(keras_compat.KERAS_DISTILLATION_MISSING, allow_module_level=True)
+
+from keras.distillation import DistillationLoss, FeatureDistillation, LogitsDistillation  # noqa: E402
 
 import keras_kd
 from conftest import numpy_kd

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import keras
 import keras_kd
-from keras_kd import lm_cache
+from keras_kd.src.data import lm_cache
 
 VOCAB = 300
 LENGTH = 16
@@ -270,9 +270,9 @@ def test_storage_bytes_layout():
 
 
 def test_tail_logit_with_ties_outliers_and_minus_inf_matches_numpy():
-    """The shared top-k summary (keras_kd.cache) at the edges: tied logits at
+    """The shared top-k summary (keras_kd.src.data.cache) at the edges: tied logits at
     the k-th value, one huge logit, rows that are -inf beyond a few entries."""
-    from keras_kd.cache import _summarize_outputs
+    from keras_kd.src.data.cache import _summarize_outputs
 
     z = np.random.default_rng(1).standard_normal((6, VOCAB)).astype("float32")
     z[0, :40] = 5.0  # 40 ties around every k below 40

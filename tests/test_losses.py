@@ -4,7 +4,7 @@ import tensorflow as tf
 
 import keras
 import keras_kd
-from keras_kd import losses
+from keras_kd.src.terms import losses
 
 from conftest import numpy_kd
 

@@ -7,7 +7,9 @@ import pytest
 
 import keras
 import keras_kd
-from keras_kd import datasets, losses, models
+from keras_kd.src.data import datasets
+from keras_kd.src.terms import losses
+from keras_kd.src.models import models
 
 from conftest import numpy_kd, numpy_log_softmax
 

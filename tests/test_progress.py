@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_kd
-from keras_kd import cli
+from keras_kd.src.cli import cli
 
 
 def plain(text):

@@ -7,12 +7,12 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 import keras_kd
-from keras_kd import models
-from keras_kd.datasets import load_fashion_mnist
-from keras_kd.export import float_ops
-from keras_kd.export import run_tflite
-from keras_kd.quantization import ActivationQuantizer
-from keras_kd.quantization import QuantizedKernel
+from keras_kd.src.models import models
+from keras_kd.src.data.datasets import load_fashion_mnist
+from keras_kd.src.export.export import float_ops
+from keras_kd.src.export.export import run_tflite
+from keras_kd.src.export.quantization import ActivationQuantizer
+from keras_kd.src.export.quantization import QuantizedKernel
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_tanh_and_sigmoid_get_litert_fixed_output_ranges_and_calibrated_inputs()
     # The tanh input (inside the Dense wrapper: LiteRT does not fuse tanh) is calibrated too.
     pre_activation = qat.get_layer("squash").pre_activation
     assert float(pre_activation.range_max) > 0.1
-    assert keras_kd.quantization.uncalibrated_quantizers(qat) == []
+    assert keras_kd.src.export.quantization.uncalibrated_quantizers(qat) == []
     got = qat.predict(data, verbose=0)
     expected = model.predict(data, verbose=0)
     assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max() + 1e-2
@@ -164,8 +164,8 @@ def _token_ids(rng, n, length=12, vocabulary=50):
 
 
 def test_embedding_bag_student_masked_mean_and_int8_table(tmp_path):
-    from keras_kd import text_models
-    from keras_kd.quantization import QuantizedEmbedding, QuantizedMaskedAveragePooling1D
+    from keras_kd.src.models import text_models
+    from keras_kd.src.export.quantization import QuantizedEmbedding, QuantizedMaskedAveragePooling1D
 
     keras.utils.set_random_seed(0)
     student = text_models.embedding_bag_student(50, 12, 4, embedding_dim=8)
@@ -181,7 +181,7 @@ def test_embedding_bag_student_masked_mean_and_int8_table(tmp_path):
     table = keras.ops.convert_to_numpy(embedding.quantized_embeddings())
     scale = np.abs(keras.ops.convert_to_numpy(embedding.layer.embeddings)).max() / 127
     np.testing.assert_allclose(table / scale, np.round(table / scale), atol=1e-3)
-    assert keras_kd.quantization.uncalibrated_quantizers(qat) == []
+    assert keras_kd.src.export.quantization.uncalibrated_quantizers(qat) == []
     # The padding stays masked: a masked mean does not care where the zeros are.
     got = keras.ops.convert_to_numpy(qat(ids))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(qat(ids[:, ::-1])), got, atol=1e-5)
@@ -194,7 +194,7 @@ def test_embedding_bag_student_masked_mean_and_int8_table(tmp_path):
 
 
 def test_masked_pooling_ignores_padding_and_pools_an_empty_row_to_zero():
-    from keras_kd.quantization import QuantizedMaskedAveragePooling1D
+    from keras_kd.src.export.quantization import QuantizedMaskedAveragePooling1D
 
     pool = QuantizedMaskedAveragePooling1D()
     x = np.array([[[1.0], [3.0], [100.0]], [[5.0], [5.0], [5.0]]], "float32")
@@ -239,7 +239,7 @@ def test_distiller_with_a_quantization_aware_student_saves_and_loads(tmp_path):
     y = np.random.default_rng(3).integers(0, 10, 64).astype("int32")
     distiller = keras_kd.Distiller(
         student=keras_kd.quantization_aware(models.mlp((16,))), teacher=models.mlp((8,), name="t"),
-        augmentation=keras_kd.augment.MixUp(seed=0),
+        augmentation=keras_kd.src.augment.augment.MixUp(seed=0),
     )
     distiller.compile(optimizer="adam", alpha=0.5, temperature=2.0)
     distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)  # the first batch sets the ranges
@@ -283,7 +283,7 @@ def test_converted_cnn_matches_the_fake_quant_keras_model_and_its_ranges(fashion
 
     path = tmp_path / "qat.tflite"
     qat, _ = _qad_int8(student, teacher, (x_train, y_train), (x_test, y_test), path,
-                       augmentation=keras_kd.augment.MixUp(seed=0))
+                       augmentation=keras_kd.src.augment.augment.MixUp(seed=0))
     weights = _int8_weights(path)
     assert [op for op, _, _ in weights] == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED", "FULLY_CONNECTED"]
     assert all(dtype == np.int8 for _, dtype, _ in weights)
@@ -412,7 +412,7 @@ def test_text_student_converts_to_int8_gather_sum_div_and_matches_keras(tmp_path
 def test_docstring_examples_run():
     import doctest
 
-    import keras_kd.quantization as module
+    import keras_kd.src.export.quantization as module
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

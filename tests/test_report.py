@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 import keras_kd
-from keras_kd import cli
-from keras_kd import evaluation
-from keras_kd.datasets import FASHION_MNIST_CLASS_NAMES
-from keras_kd.datasets import load_fashion_mnist
-from keras_kd.models import mlp
+from keras_kd.src.cli import cli
+from keras_kd.src.report import evaluation
+from keras_kd.src.data.datasets import FASHION_MNIST_CLASS_NAMES
+from keras_kd.src.data.datasets import load_fashion_mnist
+from keras_kd.src.models.models import mlp
 
-report_module = importlib.import_module("keras_kd.report")
+report_module = importlib.import_module("keras_kd.src.report.report")
 
 # Trains a small teacher and student on real Fashion-MNIST images.
 pytestmark = pytest.mark.slow

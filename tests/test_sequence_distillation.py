@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import keras
 import keras_kd
-from keras_kd import divergences
+from keras_kd.src.terms import divergences
 
 VOCABULARY, LENGTH = 40, 10
 
@@ -123,7 +123,7 @@ def test_top_k_teacher_rows_match_the_rebuilt_logits():
     values, indices = tf.math.top_k(logits, k=5)
     tail = np.full((20,), -1.0, "float32")
     top_k = {"values": values, "indices": indices, "tail": tail}
-    rebuilt = keras_kd.cache.rebuild_top_k_logits(values, indices, tail, 30)
+    rebuilt = keras_kd.src.data.cache.rebuild_top_k_logits(values, indices, tail, 30)
     student = rng.normal(size=(20, 30)).astype("float32")
     expected = divergences.distillation_divergence(rebuilt, student, 2.0, "reverse_kl")
     for chunk_size in (None, 6):
@@ -157,6 +157,10 @@ def token_model(seed, vocabulary=VOCABULARY, length=LENGTH, width=8, scale=1.0):
     padding_mask = keras.Input((length,), dtype="bool", name="padding_mask")
     hidden = keras.layers.Embedding(vocabulary, width)(token_ids)
     hidden = keras.layers.Conv1D(width, 3, padding="causal", activation="relu")(hidden)
+    # Padding positions' features are zeroed, as a keras-hub backbone's mask
+    # would: causal, right padding, so no real position changes (and Keras
+    # 3.10-3.13 refuse an input that feeds nothing).
+    hidden = hidden * keras.ops.expand_dims(keras.ops.cast(padding_mask, hidden.dtype), -1)
     logits = keras.layers.Rescaling(scale)(keras.layers.Dense(vocabulary)(hidden))
     return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, logits)
 
@@ -283,7 +287,7 @@ def test_top_k_cached_teacher_logits_train_without_the_teacher():
     live = make_distiller(alpha=0.0)
     distiller = keras_kd.Distiller(token_model(1), teacher=None)
     distiller.compile(optimizer=keras.optimizers.SGD(0.1), alpha=0.0, chunk_size=16)
-    rebuilt = keras_kd.cache.rebuild_top_k_logits(values, indices, tail, VOCABULARY)
+    rebuilt = keras_kd.src.data.cache.rebuild_top_k_logits(values, indices, tail, VOCABULARY)
     expected = divergences.distillation_divergence(rebuilt, distiller.student(x))
     rows = w * x["padding_mask"]
     value = distiller.term_losses(cached, y, w)["distillation_loss"]
@@ -324,7 +328,7 @@ def test_padding_mask_of_the_wrong_shape_is_refused():
     bad = dict(x)
     bad["padding_mask"] = x["padding_mask"][:, :1]
     with pytest.raises(ValueError, match=r"`padding_mask` must be shaped .*Received padding_mask of shape \(6, 1\)"):
-        keras_kd.positions.row_weights(
+        keras_kd.src.distiller.positions.row_weights(
             tf.zeros((6, LENGTH, VOCABULARY)), None, tf.constant(bad["padding_mask"])
         )
 
@@ -380,7 +384,7 @@ def test_a_keras_mask_on_the_outputs_masks_padding():
     tokens = x["token_ids"]
     distiller = keras_kd.Distiller(masked_lm(1, 8), masked_lm(0, 16))
     distiller.compile(alpha=0.5)
-    assert keras_kd.positions.output_mask(distiller.student(tokens)) is not None
+    assert keras_kd.src.distiller.positions.output_mask(distiller.student(tokens)) is not None
     before = distiller.term_losses(tokens, y)
     other_labels = np.where(tokens == 0, 5, y)
     after = distiller.term_losses(tokens, other_labels)

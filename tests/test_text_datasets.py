@@ -5,8 +5,8 @@ import collections
 import numpy as np
 import pytest
 
-from keras_kd import text_datasets
-from keras_kd.text_datasets import DEBIAN_SECTIONS
+from keras_kd.src.data import text_datasets
+from keras_kd.src.data.text_datasets import DEBIAN_SECTIONS
 
 
 @pytest.fixture(scope="module")

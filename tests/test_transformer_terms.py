@@ -7,8 +7,9 @@ import keras
 import keras_hub
 
 import keras_kd
-from keras_kd import features, text_models
-from keras_kd import transformer_terms as tt
+from keras_kd.src.terms import features
+from keras_kd.src.models import text_models
+from keras_kd.src.terms import transformer_terms as tt
 
 SEQUENCE = 8
 VOCABULARY = 40

@@ -7,7 +7,8 @@ import keras
 import keras_tuner
 
 import keras_kd
-from keras_kd import datasets, models
+from keras_kd.src.data import datasets
+from keras_kd.src.models import models
 
 
 @pytest.fixture(scope="module")

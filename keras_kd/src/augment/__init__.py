@@ -1,0 +1,2 @@
+"""Consistent augmentation inside the train step (MixUp, CutMix, policies).
+"""

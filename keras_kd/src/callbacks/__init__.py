@@ -1,0 +1,2 @@
+"""Callbacks and per-epoch schedules for the terms.
+"""

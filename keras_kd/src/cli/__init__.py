@@ -1,0 +1,2 @@
+"""The `keras-kd` command line: demo, export and report.
+"""

@@ -1,0 +1,5 @@
+"""Export of distilled students: SavedModel, LiteRT, int8 and QAT.
+
+`export` (formats and parity checks), `quantization` (quantization-aware
+students).
+"""

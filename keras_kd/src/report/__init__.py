@@ -1,0 +1,2 @@
+"""The distillation report and the evaluation it is built on.
+"""

@@ -1,0 +1,2 @@
+"""KerasTuner search over distillation settings.
+"""

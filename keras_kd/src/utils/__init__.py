@@ -1,0 +1,2 @@
+"""Small helpers shared by the subpackages (atomic file writes).
+"""

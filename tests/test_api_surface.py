@@ -90,10 +90,13 @@ def test_cli_data_from_one_npz_or_two_npy_files(tmp_path):
     assert names is None
     np.testing.assert_array_equal(x1, x2)
     np.testing.assert_array_equal(y1, y2)
-    with pytest.raises(ValueError, match="holds inputs only"):
+    with pytest.raises(ValueError, match=r"both `--x X\.npy` and `--y Y\.npy`"):
         cli_data.labelled_test_data(None, str(tmp_path / "x.npy"), None)
+    np.savez(tmp_path / "x_only.npz", x=x)
+    with pytest.raises(ValueError, match="holds inputs only"):
+        cli_data.labelled_test_data(None, str(tmp_path / "x_only.npz"), None)
     with pytest.raises(FileNotFoundError, match="--x: no such file"):
-        cli_data.labelled_test_data(None, str(tmp_path / "missing.npy"), None)
+        cli_data.labelled_test_data(None, str(tmp_path / "missing.npy"), str(tmp_path / "y.npy"))
     with pytest.raises(ValueError, match="must be one of"):
         cli_data.labelled_test_data("cifar10", None, None)
     assert [len(a) for a in cli_data.limit_examples((x, y), 3)] == [3, 3]

@@ -32,6 +32,7 @@ MODULES = [
     "keras_kd.src.distiller.positions",
     "keras_kd.src.distiller.accumulation",
     "keras_kd.src.utils.optional",
+    "keras_kd.src.utils.arguments",
     "keras_kd.src.distiller.compile_arguments",
     "keras_kd.src.models.causal_lm",
     "keras_kd.src.terms.transformer_terms",

@@ -32,6 +32,8 @@ from typing import Any, Optional, Sequence, Tuple
 import keras
 from keras import ops
 
+from keras_kd.src.utils import arguments
+
 # Candidate draws per gamma sample in Marsaglia and Tsang's rejection method.
 # Each is accepted with probability > 0.95 when the shape is >= 1, so eight
 # of them all fail with probability < 1e-10; the mean is used then.
@@ -39,20 +41,7 @@ _GAMMA_CANDIDATES = 8
 
 
 def _validate_positive(value, argument: str) -> float:
-    try:
-        if isinstance(value, (bool, str)):
-            raise TypeError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`{argument}` must be a positive number. "
-            f"Received: {argument}={value!r} of type {type(value).__name__}."
-        ) from None
-    if not math.isfinite(number) or number <= 0.0:
-        raise ValueError(
-            f"`{argument}` must be a finite positive number. Received: {argument}={value!r}."
-        )
-    return number
+    return arguments.number(value, argument, positive=True)
 
 
 def sample_gamma(shape, concentration: float, seed) -> Any:

@@ -65,10 +65,10 @@ def labelled_test_data(data: Optional[str], x_file: Optional[str], y_file: Optio
     if data is not None:
         _, test, names = load_builtin(data, data_dir)
         return test, names
-    if x_file is None:
+    if x_file is None or (y_file is None and not x_file.endswith(".npz")):
         raise ValueError(
-            "Give the evaluation data: `--data fashion_mnist`, or `--x X.npy --y Y.npy`, "
-            "or `--x XY.npz` holding 'x' and 'y'."
+            "Give the evaluation data: `--data fashion_mnist`, or both `--x X.npy` and "
+            "`--y Y.npy`, or `--x XY.npz` holding 'x' and 'y'."
         )
     loaded = load_array_file(x_file, "--x")
     if isinstance(loaded, tuple):

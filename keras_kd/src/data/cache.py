@@ -256,12 +256,7 @@ def _apply_augment(augment, x, seed, index, view, views: int):
     return augment(x, seed=_view_seed(seed, index, view, views))
 
 
-def _check_int(value, argument: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(
-            f"`{argument}` must be an integer >= {minimum}. Received: {argument}={value!r}."
-        )
-    return int(value)
+_check_int = arguments.integer
 
 
 # ---------------------------------------------------------------- layout

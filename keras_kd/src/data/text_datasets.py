@@ -33,6 +33,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from keras_kd.src.utils import arguments
+
 #: Frequent Debian sections whose descriptions are about different topics.
 DEBIAN_SECTIONS = ("admin", "fonts", "games", "graphics", "net", "science", "sound", "text")
 
@@ -141,10 +143,7 @@ def _stable_fraction(text: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def _check_fraction(value, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"`{argument}` must be a number in (0, 1). Received: {argument}={value!r}.")
-    return float(value)
+_check_fraction = arguments.fraction
 
 
 def load_debian_descriptions(

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_kd.src.utils import arguments
 from keras_kd.src.utils import optional
 from keras_kd.src import keras_compat
 from keras_kd.src.report import evaluation
@@ -316,12 +317,7 @@ def _check_single_output(model: keras.Model, feature_shape, dtype: str) -> None:
     )
 
 
-def _check_choice(value, choices, argument: str) -> None:
-    if value not in choices:
-        raise ValueError(
-            f"Unknown {argument}. Expected one of {list(choices)}. "
-            f"Received: {argument}={value!r}."
-        )
+_check_choice = arguments.choice
 
 
 def _infer_format(path: Path, format: Optional[str]) -> str:

@@ -58,6 +58,7 @@ import numpy as np
 from keras import layers
 from keras import ops
 
+from keras_kd.src.utils import arguments
 from keras_kd.src import keras_compat
 
 __all__ = [
@@ -99,10 +100,7 @@ SUPPORTED_LAYERS = tuple(
 
 
 def _check_positive_fraction(value, argument: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"`{argument}` must be a number in [0, 1). Received: {argument}={value!r}."
-        )
+    arguments.fraction(value, argument, include_zero=True)
 
 
 def _global_min_max(x):

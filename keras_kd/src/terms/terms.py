@@ -17,26 +17,13 @@ from typing import Optional, Sequence, Union
 import keras
 from keras import ops
 
+from keras_kd.src.utils import arguments
 from keras_kd.src.terms import divergences
 from keras_kd.src.terms import losses
 
 
 def _validate_loss_weight(value, argument: str = "loss_weight") -> float:
-    try:
-        if isinstance(value, (bool, str)):
-            raise TypeError
-        weight = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`{argument}` must be a finite non-negative number. "
-            f"Received: {argument}={value!r} of type {type(value).__name__}."
-        ) from None
-    if not math.isfinite(weight) or weight < 0.0:
-        raise ValueError(
-            f"`{argument}` must be a finite non-negative number. "
-            f"Received: {argument}={value!r}."
-        )
-    return weight
+    return arguments.number(value, argument, positive=False)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

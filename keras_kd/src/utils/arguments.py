@@ -1,6 +1,12 @@
-"""Argument checks that several public functions share."""
+"""Argument checks that several public functions share.
+
+Each names the argument, the value received and what was expected.
+"""
+
+import math
 
 import keras
+import numpy as np
 
 
 def model_list(teacher_or_teachers, argument: str) -> list:
@@ -24,3 +30,70 @@ def model_list(teacher_or_teachers, argument: str) -> list:
                 f"{model!r} of type {type(model).__name__}."
             )
     return teachers
+
+
+def number(value, argument: str, *, positive: bool) -> float:
+    """`value` as a finite float that is `> 0` (`positive=True`) or `>= 0`.
+
+    Example:
+
+    >>> number(2, "temperature", positive=True)
+    2.0
+    """
+    expected = "a finite positive number" if positive else "a finite non-negative number"
+    try:
+        if isinstance(value, (bool, str)):
+            raise TypeError
+        result = float(value)
+    except (TypeError, ValueError):
+        short = "a positive number" if positive else expected
+        raise TypeError(
+            f"`{argument}` must be {short}. "
+            f"Received: {argument}={value!r} of type {type(value).__name__}."
+        ) from None
+    if not math.isfinite(result) or result < 0.0 or (positive and result == 0.0):
+        raise ValueError(f"`{argument}` must be {expected}. Received: {argument}={value!r}.")
+    return result
+
+
+def fraction(value, argument: str, *, include_zero: bool = False) -> float:
+    """`value` as a float in `(0, 1)`, or `[0, 1)` with `include_zero=True`.
+
+    Example:
+
+    >>> fraction(0.25, "validation_fraction")
+    0.25
+    """
+    low_ok = (lambda v: v >= 0.0) if include_zero else (lambda v: v > 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        low_ok(value) and value < 1.0
+    ):
+        interval = "[0, 1)" if include_zero else "(0, 1)"
+        raise ValueError(
+            f"`{argument}` must be a number in {interval}. Received: {argument}={value!r}."
+        )
+    return float(value)
+
+
+def integer(value, argument: str, minimum: int) -> int:
+    """`value` as an int `>= minimum` (a bool is no integer here).
+
+    Example:
+
+    >>> integer(3, "top_k", minimum=1)
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(
+            f"`{argument}` must be an integer >= {minimum}. Received: {argument}={value!r}."
+        )
+    return int(value)
+
+
+def choice(value, choices, argument: str) -> None:
+    """Refuses a `value` that is not one of `choices`."""
+    if value not in choices:
+        raise ValueError(
+            f"Unknown {argument}. Expected one of {list(choices)}. "
+            f"Received: {argument}={value!r}."
+        )

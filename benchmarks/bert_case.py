@@ -265,7 +265,7 @@ def main(argv=None):
     parser.add_argument("--pretrain-steps", type=int, default=480)
     parser.add_argument("--seeds", type=int, default=3, help="Seeds of the embedding-bag runs.")
     parser.add_argument("--tiny-seeds", type=int, default=1, help="Seeds of the tiny-BERT runs.")
-    parser.add_argument("--tiny-lrs", type=learning_rates, default=[1e-3, 3e-3, 1e-2],
+    parser.add_argument("--tiny-lrs", type=learning_rates, default=[1e-3, 3e-3, 1e-2, 3e-2],
                         help="Learning rates tried for the tiny BERT alone (seed 0, validation); "
                              "every tiny-BERT run uses the best.")
     parser.add_argument("--student-epochs", type=int, default=5)

@@ -37,7 +37,7 @@ import tensorflow as tf
 import keras
 
 import keras_kd
-from keras_kd.export import SIGNATURE_NAME, float_ops
+from keras_kd.export import MIN_TOP1_AGREEMENT, SIGNATURE_NAME, float_ops
 
 import bert_case as bc
 import bert_distill as bd
@@ -213,6 +213,19 @@ def measure(row, label, weights, model, path, api, inputs, args, keras_test, par
     return entry
 
 
+def converter_parity(path, model, check):
+    """`export`'s check for quantized files (top-1 agreement with the Keras
+    model >= `MIN_TOP1_AGREEMENT`), applied to a file the converter wrote
+    directly, on the whole validation split."""
+    exported = keras_kd.run_tflite(str(path), check, num_threads=1)
+    reference = model.predict(check, batch_size=512, verbose=0)
+    agreement = float(np.mean(np.argmax(exported, -1) == np.argmax(reference, -1)))
+    return keras_kd.ParityReport(
+        num_examples=len(exported), data="validation split", top1_agreement=agreement,
+        max_abs_diff=float(np.max(np.abs(_softmax(exported) - _softmax(reference)))),
+        criterion="top1_agreement", bound=MIN_TOP1_AGREEMENT, passed=agreement >= MIN_TOP1_AGREEMENT)
+
+
 def export_checked(model, path, check, **kwargs):
     """`keras_kd.export`; an artifact that misses its parity bound is written
     anyway (`verify=False`) so it can be measured, with the report kept."""
@@ -300,7 +313,8 @@ def run(state, vocabulary, inputs, args):
                 continue
             path = out / f"{stem}.int8_{'only' if int8_only else 'fallback'}.tflite"
             path.write_bytes(flatbuffer)
-            measured(weights, path, api="LiteRT converter directly")
+            measured(weights, path, api="LiteRT converter directly",
+                     parity=converter_parity(path, keras_model, check))
     record.update(rows=rows, refused=refused, seconds=time.time() - started, done=True,
                   calibration_examples=CALIBRATION_EXAMPLES, latency_runs=args.latency_runs,
                   warmup_calls=WARMUP_CALLS)

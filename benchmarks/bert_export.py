@@ -284,11 +284,10 @@ def run(state, vocabulary, inputs, args):
                                           representative_data=calibration)
             measured("int8, post-training", int8_path, parity=parity, parity_error=note)
             qat, qat_test = quantization_aware_distilled(keras_model, inputs, state, x_train, y_train)
-            qat_data = dict(x_test=data["x_test"], y_test=y_test)
             path = out / f"{stem}.int8_qad.tflite"
             parity, note = export_checked(qat, path, check, quantization="int8")
             measured(f"int8, quantization-aware distillation ({QAD_EPOCHS} epochs)", path, model_=qat,
-                     data_=qat_data, keras_test_=qat_test, parity=parity, parity_error=note)
+                     keras_test_=qat_test, parity=parity, parity_error=note)
             continue
         # A dict of inputs: the package refuses full int8; say why, then try
         # the converter directly on the exported SavedModel.

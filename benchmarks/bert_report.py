@@ -200,7 +200,9 @@ def goal_lines(state):
                 diffs = 100 * (np.asarray(r[key]["test"][:n]) - np.asarray(alone["test"][:n]))
                 spread = f"paired difference {diffs.mean():+.2f} ± {diffs.std(ddof=1):.2f} over {n} seeds"
                 met_std = abs(diffs.mean()) > 2 * diffs.std(ddof=1)
+                spread_points = diffs.std(ddof=1)
             else:
+                spread_points = float("nan")
                 spread = "one seed: no spread, so the > 2 std part cannot be checked"
                 met_std = False
             if gap > 0:
@@ -213,7 +215,7 @@ def goal_lines(state):
                             "pretrained teacher")
                 verdict = ("met on the points and the spread; the gap part does not apply" if met
                            else "not met")
-            verdicts[key] = (gain, closed, met)
+            verdicts[key] = (gain, closed, met, met_std, spread_points)
             lines.append(
                 f"- `{key}`: {gain:+.2f} points over alone ({spread}); {gap_text}. "
                 f"Goal (>= 2 points, > 2 std, >= 50% of the gap): **{verdict}**."
@@ -418,12 +420,15 @@ def reading_section(state, settings, verdicts):
     for kind, name in (("embedding_bag", "embedding bag"), ("tiny_bert", "tiny BERT")):
         key = f"{kind}/kd_logits"
         if key in verdicts:
-            gain = verdicts[key][0]
-            lines.append(
-                f"- **Logits on the labelled set alone** move the {name} {gain:+.2f} points"
-                + (": the teacher's soft labels there are less accurate than the true labels they replace "
-                   "half of (alpha=0.5)." if gain < 0 else ".")
-            )
+            gain, _, _, beyond_noise, spread = verdicts[key]
+            if not beyond_noise:
+                reading = f", within seed noise (paired std {spread:.2f}): no effect is shown either way."
+            elif gain < 0:
+                reading = (": the teacher's soft labels there are less accurate than the true labels they "
+                           "replace half of (alpha=0.5).")
+            else:
+                reading = "."
+            lines.append(f"- **Logits on the labelled set alone** move the {name} {gain:+.2f} points" + reading)
     lr = state["selection"]["tiny_bert/lr"]
     worst = min(lr["grid"], key=lr["grid"].get)
     spread = 100 * (max(lr["grid"].values()) - lr["grid"][worst])
@@ -436,7 +441,7 @@ def reading_section(state, settings, verdicts):
     )
     key = "tiny_bert/kd_logits_transfer_intermediate"
     if key in verdicts:
-        gain, closed, met = verdicts[key]
+        gain, closed = verdicts[key][:2]
         lines.append(
             f"- **Intermediate terms** (hidden states through projections, embeddings, last-layer attention; a "
             f"dense per-token signal) move the tiny BERT {gain:+.2f} points over the student alone at its chosen "

@@ -37,7 +37,7 @@ import tensorflow as tf
 import keras
 
 import keras_kd
-from keras_kd.export import MIN_TOP1_AGREEMENT, SIGNATURE_NAME, float_ops
+from keras_kd.src.export.export import MIN_TOP1_AGREEMENT, SIGNATURE_NAME, float_ops
 
 import bert_case as bc
 import bert_distill as bd

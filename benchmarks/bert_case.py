@@ -12,8 +12,17 @@ what is done):
 3. `finetune`: `BertTextClassifier` from the pretrained backbone, and the same
    architecture without pretraining; epochs chosen on the validation split.
 4. `distill`: students alone and distilled (logits; + transfer text; +
-   intermediate terms), settings chosen on the validation split, test read
-   once at the end. Writes `benchmarks/results/bert_case.md`.
+   intermediate terms), settings chosen on the validation split (the tiny
+   BERT's learning rate on the student alone), test read once per final
+   model. The seed-0 students are cached for the next stage.
+5. `export`: the pretrained teacher and the distilled students exported
+   with `keras_kd.export` (SavedModel; LiteRT float32, dynamic-range and,
+   where the model allows it, int8): size, single-example latency, test
+   accuracy and agreement with the Keras model (`benchmarks/bert_export.py`).
+
+`--stage all` runs every stage and writes `benchmarks/results/bert_case.md`;
+`--stage report` writes it again from the cached state of the last run,
+running nothing.
 
     TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \\
         PYTHONPATH=. python benchmarks/bert_case.py --stage all
@@ -156,7 +165,11 @@ def stage_pretrain(state, vocabulary, steps):
     held_data = tf.data.Dataset.from_tensor_slices(held).batch(256).map(preprocessor).cache()
     before = model.evaluate(held_data, verbose=0, return_dict=True)
     started = time.time()
-    history = model.fit(data, steps_per_epoch=max(1, steps // 4), epochs=4, verbose=2)
+    loads = []  # the machine's 1-minute load average, sampled while pretraining
+    sample_load = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: loads.append(os.getloadavg()[0]))
+    history = model.fit(data, steps_per_epoch=max(1, steps // 4), epochs=4, verbose=2,
+                        callbacks=[sample_load])
     seconds = time.time() - started
     after = model.evaluate(held_data, verbose=0, return_dict=True)
     bb.save_weights(str(path))
@@ -165,6 +178,7 @@ def stage_pretrain(state, vocabulary, steps):
         token_slots=steps * PRETRAIN_BATCH * SEQUENCE_LENGTH, texts_seen=steps * PRETRAIN_BATCH,
         corpus_texts=len(texts), seconds=seconds, held_out_before=before, held_out_after=after,
         loss=[float(v) for v in history.history["loss"]], parameters=bb.count_params(),
+        load_average=loads,
     )
     save_state(state)
     log(f"pretrained {steps} steps in {seconds:.0f} s: held-out MLM {before} -> {after}")
@@ -228,28 +242,61 @@ def stage_finetune(state, vocabulary, inputs):
 
 # -------------------------------------------------------------- main
 
+STAGES = ("vocab", "pretrain", "finetune", "distill", "export", "all", "report")
+
+
+def learning_rates(text):
+    """`"1e-3,3e-3"` -> `[0.001, 0.003]`, for `--tiny-lrs`."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"--tiny-lrs must be comma-separated positive learning rates, e.g. '1e-3,3e-3,1e-2'. "
+            f"Received: {text!r}.")
+    return values
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", default="all", choices=("vocab", "pretrain", "finetune", "distill", "all"))
+    parser.add_argument("--stage", default="all", choices=STAGES,
+                        help="Run the stages up to this one (each cached); 'all' runs every stage.")
     parser.add_argument("--pretrain-steps", type=int, default=480)
     parser.add_argument("--seeds", type=int, default=3, help="Seeds of the embedding-bag runs.")
     parser.add_argument("--tiny-seeds", type=int, default=1, help="Seeds of the tiny-BERT runs.")
+    parser.add_argument("--tiny-lrs", type=learning_rates, default=[1e-3, 3e-3, 1e-2, 3e-2],
+                        help="Learning rates tried for the tiny BERT alone (seed 0, validation); "
+                             "every tiny-BERT run uses the best.")
     parser.add_argument("--student-epochs", type=int, default=5)
     parser.add_argument("--transfer", type=int, default=8000, help="Unlabelled transfer texts.")
     parser.add_argument("--intermediate-transfer", type=int, default=3000,
                         help="Transfer texts in the live-teacher intermediate-terms run.")
     parser.add_argument("--no-intermediate", dest="intermediate", action="store_false")
-    parser.add_argument("--baseline-lr-check", action="store_true",
-                        help="Also train the tiny BERT alone at lr 3e-3 and 1e-2 (seed 0).")
+    parser.add_argument("--latency-runs", type=int, default=200,
+                        help="Timed single-example calls per exported artifact (after a warm-up).")
     parser.add_argument("--quick", action="store_true", help="Smoke run on slices (own cache).")
     args = parser.parse_args(argv)
+    if args.latency_runs < 10:
+        parser.error(f"--latency-runs must be at least 10 (a p90 needs them). Received: {args.latency_runs}.")
     if args.quick:
         global QUICK, CACHE, OUTPUT
         QUICK, CACHE, OUTPUT = True, CACHE.parent / "bert_case_quick", Path("/tmp/bert_case_quick.md")
         args.pretrain_steps, args.student_epochs, args.seeds, args.tiny_seeds = 4, 1, 2, 1
-        args.transfer, args.intermediate_transfer = 300, 100
+        args.transfer, args.intermediate_transfer, args.latency_runs = 300, 100, 20
     state = load_state()
+    if args.stage == "report":
+        if "export" not in state or "finished" not in state:
+            parser.error(f"--stage report rewrites the results file from a finished run's state, "
+                         f"but {CACHE / 'state.json'} holds no finished run: run --stage all first.")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bert_report
+
+        state["report_command"] = " ".join(["python benchmarks/bert_case.py", *sys.argv[1:]])
+        bert_report.write(state, args)
+        return
     state.setdefault("started", datetime.datetime.now(datetime.timezone.utc).isoformat())
+    state.setdefault("load_start", list(os.getloadavg()))
     vocabulary = stage_vocab(state)
     log(f"vocabulary {len(vocabulary)}; corpus {state.get('corpus')}")
     if args.stage == "vocab":
@@ -261,10 +308,18 @@ def main(argv=None):
     stage_finetune(state, vocabulary, inputs)
     if args.stage == "finetune":
         return
-    import bert_distill  # stage 4 lives next to this file
+    import bert_distill  # stages 4 and 5 live next to this file
+    import bert_export
+    import bert_report
 
     state["command"] = "TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 PYTHONPATH=. python benchmarks/bert_case.py " + " ".join(sys.argv[1:])
     bert_distill.run(state, vocabulary, inputs, args)
+    if args.stage in ("export", "all"):
+        bert_export.run(state, vocabulary, inputs, args)
+    state["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    state["load_end"] = list(os.getloadavg())
+    save_state(state)
+    bert_report.write(state, args)
 
 
 def prepare_inputs(vocabulary):

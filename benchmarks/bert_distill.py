@@ -6,6 +6,15 @@ keras-hub BERT. Each is trained alone and distilled (logits on the labelled
 set; + unlabelled transfer text; + intermediate terms for the tiny BERT).
 Logit distillation uses the teacher's logits computed once (teacher=None,
 cached logits); the intermediate terms need the live teacher.
+
+The tiny BERT's learning rate is chosen first, on the validation split, for
+the student alone (seed 0, `--tiny-lrs`); every tiny-BERT run (alone and
+distilled, all seeds) then uses it, so the distilled students are compared
+with the strongest student-alone baseline of the grid. The embedding bag's
+learning rate (3e-3) is fixed a priori.
+
+The seed-0 students are saved under `CACHE/students/` (weights only) and the
+teacher's logits in `CACHE/teacher_logits.npz`, for the export stage.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ import bert_case as bc
 
 BATCH = 64
 GRID = ((1.0, 0.5), (2.0, 0.5))
+#: The embedding bag's learning rate, fixed a priori (not tuned).
+EMBEDDING_BAG_LR = 3e-3
 
 
 def embedding_bag(vocabulary_size, num_classes, dim=16, seed=0):
@@ -48,18 +59,20 @@ def make_student(kind, vocabulary_size, num_classes, seed):
     return (embedding_bag if kind == "embedding_bag" else tiny_bert)(vocabulary_size, num_classes, seed=seed)
 
 
-def lr_of(kind):
-    return 3e-3 if kind == "embedding_bag" else 1e-3
+def student_path(row):
+    """Where the seed-0 student of a results row is cached (weights only)."""
+    return bc.CACHE / "students" / f"{row.replace('/', '.')}.weights.h5"
 
 
-def train_alone(kind, inputs, vocabulary_size, seed, epochs):
+def train_alone(kind, inputs, vocabulary_size, seed, epochs, learning_rate):
     model = make_student(kind, vocabulary_size, inputs["classes"], seed)
-    best, curve = bc.fit_choosing_epoch(model, inputs["train"], inputs["val"], epochs, lr_of(kind), seed=seed)
+    best, curve = bc.fit_choosing_epoch(model, inputs["train"], inputs["val"], epochs, learning_rate,
+                                        seed=seed)
     return model, best, curve
 
 
-def distil(kind, inputs, vocabulary_size, seed, epochs, temperature, alpha, logits, transfer=None,
-           teacher=None, terms=(), transfer_limit=None):
+def distil(kind, inputs, vocabulary_size, seed, epochs, temperature, alpha, logits, learning_rate,
+           transfer=None, teacher=None, terms=(), transfer_limit=None):
     """Distils with cached teacher logits (teacher=None) or a live teacher
     (when `terms` need its features); keeps the best validation epoch."""
     student = make_student(kind, vocabulary_size, inputs["classes"], seed)
@@ -71,7 +84,7 @@ def distil(kind, inputs, vocabulary_size, seed, epochs, temperature, alpha, logi
         logits_all = np.concatenate([logits["train"], logits["transfer"][:count]])
         y_all = np.concatenate([y, np.full(count, keras_kd.UNLABELED, "int32")])
     distiller = keras_kd.Distiller(student=student, teacher=teacher)
-    distiller.compile(optimizer=keras.optimizers.AdamW(lr_of(kind), weight_decay=0.01),
+    distiller.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=0.01),
                       alpha=alpha, temperature=temperature, distillation_terms=list(terms))
     order_rng = np.random.default_rng(seed)
     best, best_weights, curve = -1.0, None, []
@@ -112,12 +125,30 @@ def run(state, vocabulary, inputs, args):
         teachers[name] = model
     teacher = teachers["pretrained"]
     state.setdefault("load_distill_start", os.getloadavg()[0])
+    state["settings"] = {name: getattr(args, name) for name in (
+        "seeds", "tiny_seeds", "tiny_lrs", "student_epochs", "transfer", "intermediate_transfer",
+        "intermediate", "latency_runs", "pretrain_steps")}
     transfer_limit = min(args.transfer, len(inputs["transfer"]["token_ids"]))
     started = time.time()
     logits = teacher_logits(teacher, inputs, transfer_limit)
     state["teacher_logits_seconds"] = time.time() - started
+    np.savez(bc.CACHE / "teacher_logits.npz", **logits)
     epochs = {"embedding_bag": args.student_epochs, "tiny_bert": args.student_epochs}
     selection, results = state.setdefault("selection", {}), state.setdefault("results", {})
+
+    def record(row, model, val, seed, seconds):
+        entry = results.setdefault(row, {"test": [], "val": [], "seconds": [], "parameters": model.count_params()})
+        entry["test"].append(bc.accuracy(model, *inputs["test"]))
+        entry["val"].append(val)
+        entry["seconds"].append(seconds)
+        if seed == 0:
+            student_path(row).parent.mkdir(parents=True, exist_ok=True)
+            model.save_weights(str(student_path(row)))
+        bc.save_state(state)
+        bc.log(f"{row} seed {seed}: val {val:.4f} test {entry['test'][-1]:.4f} ({seconds:.0f} s)")
+
+    def done(row, seed):
+        return len(results.get(row, {}).get("test", [])) > seed
 
     # 1. Settings on the validation split (seed 0): T and alpha for logit KD,
     #    per student kind; the epoch is chosen on validation in every run.
@@ -128,27 +159,41 @@ def run(state, vocabulary, inputs, args):
         grid = {}
         for temperature, alpha in GRID:
             _, best, _ = distil(kind, inputs, V, 0, epochs[kind], temperature, alpha, logits,
-                                transfer=inputs["transfer"], transfer_limit=transfer_limit)
+                                EMBEDDING_BAG_LR, transfer=inputs["transfer"],
+                                transfer_limit=transfer_limit)
             grid[f"T={temperature:g}, alpha={alpha:g}"] = best
             bc.log(f"{kind} validation T={temperature} alpha={alpha}: {best:.4f}")
         selection[key] = grid
         bc.save_state(state)
 
+    # The tiny BERT's learning rate, for the student alone (seed 0): the run
+    # at the chosen rate is the alone row's seed 0 (the same run), its test
+    # split read once there.
+    if "tiny_bert/lr" not in selection:
+        grid, runs = {}, {}
+        for lr in args.tiny_lrs:
+            t0 = time.time()
+            runs[lr] = train_alone("tiny_bert", inputs, V, 0, epochs["tiny_bert"], lr)[:2]
+            runs[lr] += (time.time() - t0,)
+            grid[f"{lr:g}"] = runs[lr][1]
+            bc.log(f"tiny_bert alone lr={lr:g}: validation {runs[lr][1]:.4f}")
+        best_lr = max(runs, key=lambda lr: runs[lr][1])
+        selection["tiny_bert/lr"] = {"grid": grid, "chosen": best_lr}
+        results.pop("tiny_bert/alone", None)  # runs at another learning rate
+        model, val, seconds = runs[best_lr]
+        record("tiny_bert/alone", model, val, 0, seconds)
+        del runs
+
     def chosen(kind):
+        """T and alpha of logit KD: the embedding bag's choice, for both kinds."""
         kind = "embedding_bag"
         name = max(selection[f"{kind}/grid"], key=selection[f"{kind}/grid"].get)
         T, a = [float(part.split("=")[1]) for part in name.split(", ")]
         return T, a
 
-    # 2. The runs, test read once per final model.
-    def record(row, model, val, seed, seconds):
-        entry = results.setdefault(row, {"test": [], "val": [], "seconds": [], "parameters": model.count_params()})
-        entry["test"].append(bc.accuracy(model, *inputs["test"]))
-        entry["val"].append(val)
-        entry["seconds"].append(seconds)
-        bc.save_state(state)
-        bc.log(f"{row} seed {seed}: val {val:.4f} test {entry['test'][-1]:.4f} ({seconds:.0f} s)")
+    learning_rate = {"embedding_bag": EMBEDDING_BAG_LR, "tiny_bert": selection["tiny_bert/lr"]["chosen"]}
 
+    # 2. The runs, test read once per final model.
     for name, model in teachers.items():
         row = f"teacher/{name}"
         if row not in results:
@@ -157,16 +202,17 @@ def run(state, vocabulary, inputs, args):
     seeds = {"embedding_bag": args.seeds, "tiny_bert": args.tiny_seeds}
     for kind in ("embedding_bag", "tiny_bert"):
         T, a = chosen(kind)
+        lr = learning_rate[kind]
         for seed in range(seeds[kind]):
             plan = [
-                (f"{kind}/alone", lambda: train_alone(kind, inputs, V, seed, epochs[kind])),
-                (f"{kind}/kd_logits", lambda: distil(kind, inputs, V, seed, epochs[kind], T, a, logits)),
+                (f"{kind}/alone", lambda: train_alone(kind, inputs, V, seed, epochs[kind], lr)),
+                (f"{kind}/kd_logits", lambda: distil(kind, inputs, V, seed, epochs[kind], T, a, logits, lr)),
                 (f"{kind}/kd_logits_transfer", lambda: distil(
-                    kind, inputs, V, seed, epochs[kind], T, a, logits,
+                    kind, inputs, V, seed, epochs[kind], T, a, logits, lr,
                     transfer=inputs["transfer"], transfer_limit=transfer_limit)),
             ]
             for row, job in plan:
-                if len(results.get(row, {}).get("test", [])) > seed:
+                if done(row, seed):
                     continue
                 t0 = time.time()
                 model, val, _ = job()
@@ -180,14 +226,15 @@ def run(state, vocabulary, inputs, args):
     T, a = chosen("tiny_bert")
     for seed in range(args.tiny_seeds if args.intermediate else 0):
         row = "tiny_bert/kd_logits_transfer_intermediate"
-        if len(results.get(row, {}).get("test", [])) > seed:
+        if done(row, seed):
             continue
         terms = [tt.HiddenStateDistillation(layer_map="uniform"), tt.EmbeddingDistillation(),
                  tt.AttentionDistillation(layer_map="last_k", k=1)]
         t0 = time.time()
         try:
             model, val, _ = distil("tiny_bert", inputs, V, seed, epochs["tiny_bert"], T, a, logits,
-                                   transfer=inputs["transfer"], teacher=teacher, terms=terms,
+                                   learning_rate["tiny_bert"], transfer=inputs["transfer"],
+                                   teacher=teacher, terms=terms,
                                    transfer_limit=min(transfer_limit, args.intermediate_transfer))
         except Exception as error:  # recorded in the report, not hidden
             state["intermediate_error"] = f"{type(error).__name__}: {error}"[:2000]
@@ -196,24 +243,8 @@ def run(state, vocabulary, inputs, args):
         # The exported student carries no projection weights.
         assert not any("projection" in w.path for w in model.weights)
         record(row, model, val, seed, time.time() - t0)
-    # 4. Is the tiny BERT alone held back by its learning rate? A check on
-    #    the validation split (seed 0), test read once for the best.
-    if args.baseline_lr_check and "tiny_bert_alone_lr" not in state:
-        check = {}
-        for lr in (3e-3, 1e-2):
-            model = make_student("tiny_bert", V, C, 0)
-            best, _ = bc.fit_choosing_epoch(model, inputs["train"], inputs["val"], epochs["tiny_bert"], lr)
-            check[f"{lr:g}"] = {"val": best, "model": model}
-            bc.log(f"tiny_bert alone lr={lr:g}: val {best:.4f}")
-        name = max(check, key=lambda k: check[k]["val"])
-        state["tiny_bert_alone_lr"] = {
-            "val": {k: v["val"] for k, v in check.items()}, "chosen": name,
-            "test": bc.accuracy(check[name]["model"], *inputs["test"]),
-        }
-    state["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
     state["transfer_used"] = transfer_limit
     bc.save_state(state)
-    write_report(state, args)
 
 
 def _mean_std(values):

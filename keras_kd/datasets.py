@@ -4,14 +4,16 @@ The public namespace `keras_kd.datasets`; the implementation is in
 `keras_kd.src.data.datasets`.
 """
 
-from keras_kd.src.data.datasets import DATA_DIR_ENV
-from keras_kd.src.data.datasets import FASHION_MNIST_CLASS_NAMES
-from keras_kd.src.data.datasets import FASHION_MNIST_FILES
-from keras_kd.src.data.datasets import fashion_mnist_search_paths
-from keras_kd.src.data.datasets import find_fashion_mnist
-from keras_kd.src.data.datasets import load_fashion_mnist
-from keras_kd.src.data.datasets import load_fashion_mnist_tfds
-from keras_kd.src.data.datasets import SYSTEM_DATA_DIRS
+from keras_kd.src.data.datasets import (
+    DATA_DIR_ENV,
+    FASHION_MNIST_CLASS_NAMES,
+    FASHION_MNIST_FILES,
+    SYSTEM_DATA_DIRS,
+    fashion_mnist_search_paths,
+    find_fashion_mnist,
+    load_fashion_mnist,
+    load_fashion_mnist_tfds,
+)
 
 __all__ = [
     "DATA_DIR_ENV",

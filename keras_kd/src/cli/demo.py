@@ -165,8 +165,8 @@ def run_demo(
 
     import keras_kd
     from keras_kd.src.data import datasets
-    from keras_kd.src.terms import losses
     from keras_kd.src.models import models
+    from keras_kd.src.terms import losses
 
     started = time.perf_counter()
     # Fail before any training, not after the teacher's minutes of it.

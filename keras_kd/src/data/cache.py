@@ -58,14 +58,12 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_kd.src.utils import arguments
-from keras_kd.src.utils import keys
 from keras_kd.src.terms import divergences
-from keras_kd.src.utils.keys import INPUTS_KEY
+from keras_kd.src.utils import arguments, keys
 from keras_kd.src.utils.io_utils import check_verbose as _check_verbose
 from keras_kd.src.utils.io_utils import check_writable_directory
 from keras_kd.src.utils.io_utils import unique_sibling as _unique_sibling
-from keras_kd.src.utils.keys import TEACHER_LOGITS_KEY
+from keras_kd.src.utils.keys import INPUTS_KEY, TEACHER_LOGITS_KEY
 
 MAGIC = b"KDCACHE1"
 #: 2: the dataset fingerprint covers every example (version 1 hashed only

@@ -57,26 +57,27 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_kd.src.data.cache import _ALIGN
-from keras_kd.src.data.cache import _CHUNK
-from keras_kd.src.data.cache import _PREFIX
-from keras_kd.src.data.cache import STORAGE_DTYPES
-from keras_kd.src.data.cache import _check_cache_path
-from keras_kd.src.data.cache import _check_finite_dataset
-from keras_kd.src.data.cache import _check_int
-from keras_kd.src.data.cache import _encode_header
-from keras_kd.src.data.cache import _file_digest
-from keras_kd.src.data.cache import _header_room
-from keras_kd.src.data.cache import _index_ranges
-from keras_kd.src.data.cache import _InputFingerprint
-from keras_kd.src.data.cache import _read_prefix
-from keras_kd.src.data.cache import _record_layout
-from keras_kd.src.data.cache import _summarize_outputs
-from keras_kd.src.data.cache import _teacher_fingerprint
-from keras_kd.src.utils.keys import INPUTS_KEY
-from keras_kd.src.utils.keys import TEACHER_LOGITS_KEY
+from keras_kd.src.data.cache import (
+    _ALIGN,
+    _CHUNK,
+    _PREFIX,
+    STORAGE_DTYPES,
+    _check_cache_path,
+    _check_finite_dataset,
+    _check_int,
+    _encode_header,
+    _file_digest,
+    _header_room,
+    _index_ranges,
+    _InputFingerprint,
+    _read_prefix,
+    _record_layout,
+    _summarize_outputs,
+    _teacher_fingerprint,
+)
 from keras_kd.src.utils.io_utils import check_verbose as _check_verbose
 from keras_kd.src.utils.io_utils import unique_sibling as _unique_sibling
+from keras_kd.src.utils.keys import INPUTS_KEY, TEACHER_LOGITS_KEY
 
 MAGIC = b"KDLMCAC1"
 FORMAT_VERSION = 1

@@ -14,9 +14,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from keras_kd.src.data.cache import _check_int, _example_dataset
 from keras_kd.src.distiller import checks
-from keras_kd.src.data.cache import _check_int
-from keras_kd.src.data.cache import _example_dataset
 from keras_kd.src.utils.keys import UNLABELED
 
 

@@ -26,7 +26,6 @@ from keras import ops
 from keras_kd.src import keras_compat
 from keras_kd.src.utils.keys import UNLABELED
 
-
 #: What the step counts, in the order of `StepHealth`'s vector.
 INVALID_LABELS, INVALID_WEIGHTS, NONFINITE_TEACHER, NOT_PROBABILITIES, WEIGHTED_EXAMPLES = range(5)
 _NUM_COUNTS = 5

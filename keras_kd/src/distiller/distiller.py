@@ -8,23 +8,19 @@ from typing import Optional, Sequence, Union
 import keras
 import tensorflow as tf
 from keras import ops
-from keras_kd.src.utils import keys
+
 from keras_kd.src import keras_compat
-from keras_kd.src.utils import model_outputs
-from keras_kd.src.distiller import accumulation
-from keras_kd.src.distiller import compile_arguments
 from keras_kd.src.augment import augment as augment_lib
+from keras_kd.src.distiller import accumulation, checks, compile_arguments
+from keras_kd.src.distiller import positions as positions_lib
 from keras_kd.src.models import causal_lm as causal_lm_lib
-from keras_kd.src.distiller import checks
 from keras_kd.src.terms import divergences
 from keras_kd.src.terms import features as features_lib
 from keras_kd.src.terms import keras_distillation as keras_distillation_lib
 from keras_kd.src.terms import losses
-from keras_kd.src.distiller import positions as positions_lib
 from keras_kd.src.terms import terms as terms_lib
-
-from keras_kd.src.utils.keys import INPUTS_KEY
-from keras_kd.src.utils.keys import TEACHER_LOGITS_KEY
+from keras_kd.src.utils import keys, model_outputs
+from keras_kd.src.utils.keys import INPUTS_KEY, TEACHER_LOGITS_KEY
 
 # `compile()`'s defaults, chosen on validation splits of four tasks by
 # `benchmarks/defaults.py` (see `benchmarks/results/defaults.md`).

@@ -25,11 +25,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_kd.src.utils import arguments
-from keras_kd.src.utils import optional
 from keras_kd.src import keras_compat
 from keras_kd.src.report import evaluation
-from keras_kd.src.utils import keys
+from keras_kd.src.utils import arguments, keys, optional
 from keras_kd.src.utils.io_utils import check_verbose as _check_verbose
 from keras_kd.src.utils.io_utils import check_writable_directory
 from keras_kd.src.utils.io_utils import unique_sibling as _unique_sibling
@@ -864,8 +862,7 @@ def _check_export_options(model, format: str, quantization, representative_data,
             "`int8_io=True` needs full-integer quantization. Received: "
             f"int8_io=True, quantization={quantization!r}; use quantization='int8'."
         )
-    from keras_kd.src.export.quantization import is_quantization_aware
-    from keras_kd.src.export.quantization import uncalibrated_quantizers
+    from keras_kd.src.export.quantization import is_quantization_aware, uncalibrated_quantizers
 
     quantization_aware = is_quantization_aware(model)
     if quantization == "int8" and representative_data is None and not quantization_aware:

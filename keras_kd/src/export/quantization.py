@@ -55,11 +55,10 @@ from typing import Any, Dict, List, Optional
 
 import keras
 import numpy as np
-from keras import layers
-from keras import ops
+from keras import layers, ops
 
-from keras_kd.src.utils import arguments
 from keras_kd.src import keras_compat
+from keras_kd.src.utils import arguments
 
 __all__ = [
     "ActivationQuantizer", "QuantizedEmbedding", "QuantizedKernel",

@@ -32,9 +32,8 @@ from typing import Any, Optional
 import keras
 import numpy as np
 
-from keras_kd.src.utils.keys import UNLABELED
 from keras_kd.src.utils import optional
-
+from keras_kd.src.utils.keys import UNLABELED
 
 _CROSS_TOKENIZER = (
     "Teacher and student must use the same tokenizer (the same vocabulary, "

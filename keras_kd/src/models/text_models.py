@@ -10,8 +10,7 @@ them) and output logits.
 from __future__ import annotations
 
 import keras
-from keras import layers
-from keras import ops
+from keras import layers, ops
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

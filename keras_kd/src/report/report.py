@@ -21,9 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from keras_kd.src.utils import arguments
-from keras_kd.src.utils import optional
 from keras_kd.src.report import evaluation
+from keras_kd.src.utils import arguments, optional
 
 DEFAULT_OUTPUT_DIR = "kd_report"
 
@@ -525,8 +524,8 @@ def report(
     """
     import keras
 
-    from keras_kd.src.utils.io_utils import check_verbose as _check_verbose
     from keras_kd.src.distiller.distiller import Distiller
+    from keras_kd.src.utils.io_utils import check_verbose as _check_verbose
 
     verbose = _check_verbose(verbose)
     if isinstance(student, Distiller):

@@ -53,14 +53,11 @@ import keras
 from keras import ops
 
 from keras_kd.src import keras_compat
-from keras_kd.src.terms import divergences
-from keras_kd.src.terms import losses
+from keras_kd.src.terms import divergences, losses
 from keras_kd.src.terms import terms as terms_lib
 
 try:  # keras >= 3.12
-    from keras.distillation import DistillationLoss
-    from keras.distillation import FeatureDistillation
-    from keras.distillation import LogitsDistillation
+    from keras.distillation import DistillationLoss, FeatureDistillation, LogitsDistillation
 except ImportError:  # pragma: no cover - an older Keras has none to adapt
     DistillationLoss = FeatureDistillation = LogitsDistillation = None
 

@@ -17,9 +17,8 @@ from typing import Optional, Sequence, Union
 import keras
 from keras import ops
 
+from keras_kd.src.terms import divergences, losses
 from keras_kd.src.utils import arguments
-from keras_kd.src.terms import divergences
-from keras_kd.src.terms import losses
 
 
 def _validate_loss_weight(value, argument: str = "loss_weight") -> float:

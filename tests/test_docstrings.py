@@ -34,6 +34,9 @@ MODULES = [
     "keras_kd.src.utils.optional",
     "keras_kd.src.utils.arguments",
     "keras_kd.src.distiller.compile_arguments",
+    "keras_kd.src.distiller.init_arguments",
+    "keras_kd.src.distiller.step_inputs",
+    "keras_kd.src.distiller.term_reduction",
     "keras_kd.src.models.causal_lm",
     "keras_kd.src.terms.transformer_terms",
 ]

@@ -466,15 +466,20 @@ def apply_gradients_if(ok, optimizer, grads, variables) -> None:
     weights, the optimizer's moments and its step count as they were. Under
     a strategy whose `apply_gradients` merges across replicas, the `cond`
     must run in the cross-replica context (as `LossScaleOptimizer` does).
+    `grads` may be a function that returns them (e.g. accumulated gradients,
+    divided once per window): it is then called inside the `cond` where the
+    strategy allows, so that it runs only when `ok`.
     """
-    grads, variables = list(grads), list(variables)
+    variables = list(variables)
 
     def apply():
-        optimizer.apply(grads, variables)
+        optimizer.apply(list(grads() if callable(grads) else grads), variables)
 
     if keras_compat.supports_no_merge_call():
         ops.cond(ok, apply, lambda: None)
         return
+    # Across a merge call the gradients travel as per-replica values.
+    grads = list(grads() if callable(grads) else grads)
 
     def cross_replica(distribution, ok, grads, variables):
         ok = distribution.experimental_local_results(ok)[0]

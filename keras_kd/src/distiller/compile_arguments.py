@@ -6,8 +6,13 @@ setting the loss weights (keras_kd's `alpha`/`temperature`, keras.distillation's
 and the gradient accumulation the distiller takes over from the optimizer.
 """
 
-from typing import Optional, Sequence
+import dataclasses
+import warnings
+from typing import Any, Optional, Sequence
 
+import tensorflow as tf
+
+from keras_kd.src.terms import divergences
 from keras_kd.src.terms import keras_distillation as keras_distillation_lib
 from keras_kd.src.terms import losses
 from keras_kd.src.terms import terms as terms_lib
@@ -222,3 +227,108 @@ def take_over_accumulation(optimizer, steps: Optional[int]) -> Optional[int]:
         holder.gradient_accumulation_steps = None
         steps = own
     return steps
+
+
+def xla_unsupported(strategy) -> bool:
+    """True for a strategy whose replicas share one host's CPUs.
+
+    XLA-compiled steps cannot read variables placed on another logical CPU
+    device (TensorFlow's "tf.Variable on a different device" XLA limitation),
+    so plain Keras fails the same way there.
+    """
+    if strategy.num_replicas_in_sync < 2:
+        return False
+    devices = getattr(strategy.extended, "worker_devices", ())
+    cpus = [d for d in devices if tf.DeviceSpec.from_string(d).device_type == "CPU"]
+    return len(cpus) > 1
+
+
+def jit_compile_for(strategy, jit_compile, requested) -> bool:
+    """`jit_compile` (Keras's resolved value), or `False` with a warning
+    where the strategy's replicas share one host's CPUs (`requested`: the
+    value the user passed, for the message)."""
+    if jit_compile and xla_unsupported(strategy):
+        warnings.warn(
+            "jit_compile=True is not supported with several replicas on "
+            "CPU devices (XLA cannot read a variable placed on another "
+            "device). Proceeding with jit_compile=False. Received: "
+            f"jit_compile={requested!r} under "
+            f"{type(strategy).__name__} with "
+            f"{strategy.num_replicas_in_sync} replicas.",
+            stacklevel=3,
+        )
+        return False
+    return jit_compile
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+    """`compile`'s loss arguments, checked, with the defaults filled in.
+
+    `alpha` is the weight of the student loss (with keras.distillation
+    losses: the distiller's `student_loss_weight`); `temperature` is `None`
+    there, where each `LogitsDistillation` has its own.
+    """
+
+    loss: Any
+    metrics: Any
+    student_loss_fn: Any
+    distillation_loss_fn: Any
+    alpha: float
+    temperature: Optional[float]
+    extra_terms: list
+    divergence: str
+    jsd_beta: float
+    chunk_size: Any
+
+
+def loss_settings(args: tuple, named: dict, *, keras_style: bool,
+                  student_loss_weight: Optional[float], divergence: str, jsd_beta: float,
+                  chunk_size, default_alpha: float, default_temperature: float) -> LossSettings:
+    """Checks `compile`'s loss arguments (`named`, completed from the
+    positional `args`) before Keras sees any of them."""
+    named = positional(args, named)
+    student_loss_fn = student_loss(named["loss"], named["student_loss_fn"])
+    divergence, jsd_beta = divergences.check_divergence(divergence, jsd_beta)
+    chunk_size = divergences.check_chunk_size(chunk_size)
+    alpha, temperature = named["alpha"], named["temperature"]
+    if keras_style:
+        check_keras_style(student_loss_weight, divergence, jsd_beta, alpha, temperature,
+                          named["distillation_loss_fn"])
+        alpha = student_loss_weight
+    else:
+        alpha, temperature = keras_kd_weights(
+            alpha, temperature, student_loss_weight,
+            default_alpha=default_alpha, default_temperature=default_temperature,
+        )
+    return LossSettings(
+        loss=named["loss"], metrics=named["metrics"], student_loss_fn=student_loss_fn,
+        distillation_loss_fn=named["distillation_loss_fn"], alpha=alpha,
+        temperature=temperature, extra_terms=check_extra_terms(named["distillation_terms"]),
+        divergence=divergence, jsd_beta=jsd_beta, chunk_size=chunk_size,
+    )
+
+
+def compile_config(settings: LossSettings, *, keras_style: bool,
+                   student_loss_weight: Optional[float], **keras_arguments) -> dict:
+    """What `compile_from_config` passes back to `compile` on loading:
+    `settings` and the Keras arguments (`optimizer`, `weighted_metrics`, ...),
+    as resolved (the loss strings, the defaults filled in)."""
+    config = dict(
+        metrics=settings.metrics,
+        loss=settings.loss,
+        student_loss_fn=None if settings.loss is not None else settings.student_loss_fn,
+        distillation_terms=settings.extra_terms,
+        **keras_arguments,
+    )
+    if not keras_style:
+        config.update(
+            divergence=settings.divergence,
+            jsd_beta=settings.jsd_beta,
+            chunk_size=settings.chunk_size,
+            distillation_loss_fn=settings.distillation_loss_fn,
+            # From the distiller's student_loss_weight: not repeated here.
+            alpha=None if student_loss_weight is not None else settings.alpha,
+            temperature=settings.temperature,
+        )
+    return config

@@ -1,8 +1,13 @@
-"""The `Distiller`: a `keras.Model` that trains a student from a teacher."""
+"""The `Distiller`: a `keras.Model` that trains a student from a teacher.
+
+The class is the orchestration: `__init__` and `compile` check their
+arguments in `init_arguments` and `compile_arguments`; a step takes its
+inputs apart in `step_inputs` and reduces the terms in `term_reduction`
+(pure functions of tensors), and `checks` refuses bad data.
+"""
 
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Sequence, Union
 
 import keras
@@ -11,15 +16,20 @@ from keras import ops
 
 from keras_kd.src import keras_compat
 from keras_kd.src.augment import augment as augment_lib
-from keras_kd.src.distiller import accumulation, checks, compile_arguments
+from keras_kd.src.distiller import (
+    accumulation,
+    checks,
+    compile_arguments,
+    init_arguments,
+)
 from keras_kd.src.distiller import positions as positions_lib
+from keras_kd.src.distiller import step_inputs, term_reduction
+from keras_kd.src.distiller.metrics import LabelMaskedMetrics
 from keras_kd.src.models import causal_lm as causal_lm_lib
-from keras_kd.src.terms import divergences
 from keras_kd.src.terms import features as features_lib
 from keras_kd.src.terms import keras_distillation as keras_distillation_lib
-from keras_kd.src.terms import losses
 from keras_kd.src.terms import terms as terms_lib
-from keras_kd.src.utils import keys, model_outputs
+from keras_kd.src.utils import model_outputs
 from keras_kd.src.utils.keys import INPUTS_KEY, TEACHER_LOGITS_KEY
 
 # `compile()`'s defaults, chosen on validation splits of four tasks by
@@ -27,364 +37,32 @@ from keras_kd.src.utils.keys import INPUTS_KEY, TEACHER_LOGITS_KEY
 DEFAULT_ALPHA = 0.5
 DEFAULT_TEMPERATURE = 1.0
 
-TEACHER_OUTPUTS = keys.OUTPUT_KINDS
 
+class _Untracked:
+    """Holds values that Keras must neither track nor save.
 
-def _check_keras_model(model, argument: str) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`{argument}` must be a `keras.Model` instance. "
-            f"Received: {argument}={model!r} of type {type(model).__name__}."
-        )
-
-
-_ends_in_softmax = model_outputs.ends_in_softmax
-_output_classes = model_outputs.output_classes
-
-
-def _check_outputs_by_probe(student, teachers, teacher_outputs: str) -> None:
-    """Runs the models on a random probe batch and checks what they output.
-
-    The last layer's name misses a softmax hidden in a `Lambda`, a nested
-    model or `tf.nn.softmax`; its output does not: rows that are all
-    non-negative and sum to 1 are probabilities.
-    """
-    values = checks.probe_outputs(student)
-    if values is not None and checks.rows_are_probabilities(values):
-        raise ValueError(
-            f"`student` ({student.name!r}) outputs probabilities (on a random "
-            "probe batch every row is non-negative and sums to 1): its "
-            "softmax is hidden in a layer such as a `Lambda` or a nested "
-            "model. The distiller needs the student's logits to apply a "
-            "temperature; remove the softmax (`predict` then returns logits "
-            "and `keras.ops.softmax` turns them into probabilities)."
-        )
-    for index, model in enumerate(teachers):
-        argument = "teacher" if len(teachers) == 1 else f"teacher[{index}]"
-        values = checks.probe_outputs(model)
-        if values is None:
-            continue
-        probabilities = checks.rows_are_probabilities(values)
-        if teacher_outputs == "logits" and probabilities:
-            raise ValueError(
-                f"`{argument}` ({model.name!r}) outputs probabilities (on a "
-                "random probe batch every row is non-negative and sums to 1), "
-                "but teacher_outputs='logits' expects logits. Pass "
-                "`teacher_outputs='probabilities'` to declare it, or remove "
-                "the teacher's final softmax."
-            )
-        if teacher_outputs == "probabilities" and not probabilities:
-            row = values.reshape(-1, values.shape[-1])[0]
-            raise ValueError(
-                f"teacher_outputs='probabilities', but `{argument}` "
-                f"({model.name!r}) outputs logits: on a random probe batch its "
-                f"rows are not probabilities (the first sums to {row.sum():.4g}, "
-                f"with values from {row.min():.4g} to {row.max():.4g}). Pass "
-                "`teacher_outputs='logits'` (the default)."
-            )
-
-
-class _FeatureExtractors:
-    """The feature extractors of a compiled distiller.
-
-    A plain object, so that Keras does not track the extractors: they share
-    the models' weights and must not be saved or counted a second time.
+    A plain object: Keras tracks the layers, variables and metrics it finds
+    in a model's attributes (and in lists and dicts of them). The feature
+    extractors share the models' weights and must not be saved or counted a
+    second time; the step's health counts are not logged; the accumulated
+    gradients are training state, not weights.
     """
 
-    def __init__(self, student=None, student_names=(), teacher=None, teacher_names=()):
-        self.student, self.student_names = student, tuple(student_names)
-        self.teacher, self.teacher_names = teacher, tuple(teacher_names)
+    def __init__(self, **values):
+        self.__dict__.update(values)
 
 
-class _StepHealthHolder:
-    """Holds the distiller's `checks.StepHealth`.
-
-    A plain object, so that Keras neither tracks the counts as a metric (they
-    are not logged) nor saves them with the weights.
-    """
-
-    def __init__(self, health=None):
-        self.health = health
+def _feature_extractors(student=None, student_names=(), teacher=None, teacher_names=()):
+    """The models that return the named features of a compiled distiller."""
+    return _Untracked(student=student, student_names=tuple(student_names),
+                      teacher=teacher, teacher_names=tuple(teacher_names))
 
 
-class _AccumulatorHolder:
-    """Holds the distiller's `keras_kd.src.distiller.accumulation.GradientAccumulator`.
-
-    A plain object, so that Keras neither tracks nor saves the accumulated
-    gradients (training state, not weights). `steps` is `None` when every
-    batch is an optimizer step; the accumulator is built with the optimizer.
-    """
-
-    def __init__(self, steps: Optional[int] = None):
-        self.steps = steps
-        self.accumulator = None
-
-
-
-
-class _LabelMaskedMetrics(keras_compat.CompileMetrics):
-    """Compiled metrics that leave unlabeled examples out.
-
-    `metrics` are weighted by the label mask only (they ignore sample
-    weights, as in Keras); `weighted_metrics` by the mask times the sample
-    weights.
-    """
-
-    def update_state(self, y_true, y_pred, sample_weight=None, label_mask=None):
-        if not self.built:
-            self.build(y_true, y_pred)
-        y_true = keras_compat.flatten_targets(self, y_true)
-        y_pred = keras_compat.flatten_targets(self, y_pred)
-        flat_metrics, flat_weighted_metrics = keras_compat.metric_lists(self)
-        weighted = label_mask
-        if sample_weight is not None:
-            sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-            weighted = sample_weight if label_mask is None else label_mask * sample_weight
-        for metrics, y_t, y_p in zip(flat_metrics, y_true, y_pred):
-            if metrics:
-                metrics.update_state(y_t, y_p, sample_weight=label_mask)
-        for metrics, y_t, y_p in zip(flat_weighted_metrics, y_true, y_pred):
-            if metrics:
-                metrics.update_state(y_t, y_p, sample_weight=weighted)
-
-
-def _replica_sum(values):
-    """Sums `values` over replicas; identity outside a multi-replica step."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return values
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
-
-
-def _variable_strategy(variable):
-    """The strategy whose scope created `variable`; `None` for a plain one."""
-    value = getattr(variable, "value", variable)
-    if isinstance(value, tf.distribute.DistributedValues):
-        return keras_compat.values_strategy(value)
-    return None
-
-
-def _check_same_strategy(model: keras.Model, role: str, strategy) -> None:
-    """Raises unless `model`'s variables fit a distiller made under `strategy`.
-
-    A student must be built under the distiller's strategy: the optimizer
-    updates its variables replica by replica. A frozen teacher may also be a
-    plain model (each replica reads it), but not one that belongs to another
-    strategy.
-    """
-    multi_replica = strategy is not None and strategy.num_replicas_in_sync > 1
-    for variable in model.variables:
-        owner = _variable_strategy(variable)
-        if owner is strategy or (owner is None and (role != "student" or not multi_replica)):
-            continue
-        where = "outside any strategy scope" if owner is None else (
-            f"under `{type(owner).__name__}.scope()`"
-            + (" of another strategy object" if strategy is not None else "")
-        )
-        made = "outside any strategy scope" if strategy is None else (
-            f"under `{type(strategy).__name__}.scope()`"
-        )
-        raise ValueError(
-            f"The {role} {model.name!r} was built {where}, but the distiller "
-            f"was created {made}. Create the student, the teachers, the "
-            "distiller and its optimizer all inside the same "
-            "`strategy.scope()`, e.g.\n"
-            "    with strategy.scope():\n"
-            "        student = make_student(); teacher = load_teacher()\n"
-            "        distiller = Distiller(student, teacher)\n"
-            "        distiller.compile(optimizer='adam')\n"
-            f"Received: {role} variable {variable.path!r} from {where}."
-        )
-
-
-def _static_batch_size(x, batch_size) -> Optional[int]:
-    """The global batch size of `fit`/`evaluate` input, when it is known."""
-    if isinstance(x, tf.data.Dataset):
-        spec = tf.nest.flatten(x.element_spec)[0]
-        if getattr(spec, "shape", None) is not None and spec.shape.rank:
-            if spec.shape[0] is not None:
-                return int(spec.shape[0])
-        try:
-            # tf.data's own helper, used by tf.distribute to rebatch input.
-            size = keras_compat.dataset_batch_size(x)
-        except Exception:  # an input it cannot analyse: nothing to check
-            return None
-        return size if size > 0 else None
-    if batch_size is not None:
-        return int(batch_size)
-    return None
-
-
-_AUGMENTED_CACHE_MESSAGE = (
-    "`augmentation` cannot be used with precomputed teacher logits: they were "
-    "computed on other views of the inputs, so the teacher and the student "
-    "would see different images. Received: augmentation={!r} and batches "
-    "with '" + TEACHER_LOGITS_KEY + "'. Either drop `augmentation` and cache "
-    "augmented views (`cache_teacher_outputs(..., views=K, augment=fn)`, "
-    "replayed by `load_teacher_cache(..., augment=fn)`), or train with a live "
-    "teacher."
-)
-
-
-def _check_augmented(original, augmented) -> None:
-    """Raises unless the augmented batch has the structure and shape of the original."""
-    try:
-        keras.tree.assert_same_structure(original, augmented)
-    except (ValueError, TypeError):
-        raise ValueError(
-            "`augmentation` must return inputs of the same structure as it "
-            f"receives. Received {original!r}, returned {augmented!r}."
-        ) from None
-    for before, after in zip(keras.tree.flatten(original), keras.tree.flatten(augmented)):
-        dtype = keras.backend.standardize_dtype(after.dtype)
-        if dtype in ("string", "bool"):
-            raise ValueError(
-                "`augmentation` must return numeric inputs. Received a "
-                f"batch of dtype {keras.backend.standardize_dtype(before.dtype)}, "
-                f"returned dtype {dtype}."
-            )
-        if len(before.shape) != len(after.shape) or any(
-            a is not None and b is not None and a != b
-            for a, b in zip(before.shape, after.shape)
-        ):
-            raise ValueError(
-                "`augmentation` must keep the batch size and the shape of each "
-                "example, since the teacher and the student take the augmented "
-                f"batch as input. Received a batch of shape {tuple(before.shape)}, "
-                f"returned shape {tuple(after.shape)}."
-            )
-
-
-def _mix_labels(labels, label_mask, mixing):
-    """Labels of the mixing partners and the masks of a mixed batch.
-
-    Returns `(partner_labels, weight, loss_mask, metric_labels, metric_mask)`:
-    the hard loss takes both labels of an example where both are labeled;
-    the metrics score the label with the larger share.
-    """
-    partner, weight = mixing
-    partner_labels = ops.take(labels, partner, axis=0)
-    partner_mask = ops.take(label_mask, partner, axis=0)
-    loss_mask = label_mask * partner_mask
-    own = weight >= 0.5
-    label_own = ops.reshape(own, (-1,) + (1,) * (len(labels.shape) - 1))
-    metric_labels = ops.where(label_own, labels, partner_labels)
-    metric_mask = ops.where(own, label_mask, partner_mask)
-    return partner_labels, weight, loss_mask, metric_labels, metric_mask
-
-
-def _xla_unsupported(strategy) -> bool:
-    """True for a strategy whose replicas share one host's CPUs.
-
-    XLA-compiled steps cannot read variables placed on another logical CPU
-    device (TensorFlow's "tf.Variable on a different device" XLA limitation),
-    so plain Keras fails the same way there.
-    """
-    if strategy.num_replicas_in_sync < 2:
-        return False
-    devices = getattr(strategy.extended, "worker_devices", ())
-    cpus = [d for d in devices if tf.DeviceSpec.from_string(d).device_type == "CPU"]
-    return len(cpus) > 1
-
-
-#: Positional order of `keras.distillation.Distiller`, used when the third
-#: positional argument is a `DistillationLoss` (or a list of them) or
-#: `distillation_losses=` is given.
-KERAS_POSITIONAL_ORDER = (
-    "teacher", "student", "distillation_losses", "distillation_loss_weights",
-    "student_loss_weight", "name",
-)
-#: keras_kd's own positional order.
-KERAS_KD_POSITIONAL_ORDER = (
-    "student", "teacher", "teacher_weights", "teacher_outputs", "augmentation", "name",
-)
-
-#: A positional call is refused as swapped when the model in the student's
-#: place has at least this many times the parameters of the one in the
-#: teacher's place, and at least `SWAP_PARAMETER_GAP` more: tiny models
-#: (tests, toy examples) and near-equal pairs are never refused.
-SWAP_PARAMETER_RATIO = 2.0
-SWAP_PARAMETER_GAP = 10_000
-
-_UNSET = object()
-
-
-def _resolve_positional(args: tuple, given: dict) -> tuple:
-    """Maps positional arguments to names; returns `(values, order)`.
-
-    `given` holds the keyword arguments (`_UNSET` when not passed). The order
-    is keras.distillation's when `distillation_losses` is given or the third
-    positional argument is a `DistillationLoss`, keras_kd's otherwise.
-    """
-    keras_order = given["distillation_losses"] is not _UNSET or (
-        len(args) >= 3 and keras_distillation_lib.looks_like_distillation_losses(args[2])
-    )
-    order = KERAS_POSITIONAL_ORDER if keras_order else KERAS_KD_POSITIONAL_ORDER
-    if len(args) > len(order):
-        raise TypeError(
-            f"`Distiller` takes at most {len(order)} positional arguments "
-            f"({', '.join(order)}) in this form. Received {len(args)}. Pass "
-            "the others by keyword."
-        )
-    values = dict(given)
-    for name, value in zip(order, args):
-        if values[name] is not _UNSET:
-            raise TypeError(
-                f"`Distiller` got two values for `{name}`: positional argument "
-                f"{order.index(name) + 1} (the order here is "
-                f"`Distiller({', '.join(order[:3])}, ...)`) and `{name}=`. "
-                "Pass the models by keyword: "
-                "`Distiller(student=..., teacher=..., ...)`."
-            )
-        values[name] = value
-    return values, order
-
-
-def _check_positional_swap(args: tuple, order: tuple, student, teacher) -> None:
-    """Refuses a positional call whose student looks like the teacher.
-
-    keras_kd's order is `Distiller(student, teacher)`, keras.distillation's
-    `Distiller(teacher, student, distillation_losses)`: a call written for
-    one and read by the other would train the teacher from the student.
-    """
-    positional = order[: len(args)]
-    if "student" not in positional or "teacher" not in positional:
-        return
-    if not isinstance(student, keras.Model) or not isinstance(teacher, keras.Model):
-        return
-    if not (student.built and teacher.built):
-        return
-    student_params, teacher_params = student.count_params(), teacher.count_params()
-    if student_params < SWAP_PARAMETER_RATIO * max(teacher_params, 1):
-        return
-    if student_params - teacher_params < SWAP_PARAMETER_GAP:
-        return
-    where = {name: order.index(name) + 1 for name in ("student", "teacher")}
-    raise ValueError(
-        "`Distiller` got its models by position, and the one in the "
-        f"student's place (argument {where['student']}, {student.name!r}, "
-        f"{student_params:,} parameters) is {student_params / max(teacher_params, 1):.1f}x "
-        f"the one in the teacher's place (argument {where['teacher']}, "
-        f"{teacher.name!r}, {teacher_params:,} parameters): the two models "
-        "look swapped. keras_kd's order is `Distiller(student, teacher)`; "
-        "keras.distillation's is `Distiller(teacher, student, "
-        "distillation_losses)`, used when a third argument or "
-        "`distillation_losses=` is given. Pass the models by keyword, "
-        "`Distiller(student=..., teacher=...)`, which is never refused for "
-        "their sizes."
-    )
-
-
-
-
-def _check_student_loss_weight(value) -> float:
-    weight = terms_lib._validate_loss_weight(value, "student_loss_weight")
-    if weight > 1.0:
-        raise ValueError(
-            "`student_loss_weight` must be in [0, 1]. "
-            f"Received: student_loss_weight={value!r}."
-        )
-    return weight
+def _accumulation(steps: Optional[int] = None):
+    """Exact gradient accumulation (`keras_kd.accumulation`): `steps` is
+    `None` when every batch is an optimizer step; the accumulator is built
+    with the optimizer."""
+    return _Untracked(steps=steps, accumulator=None)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -517,112 +195,33 @@ class Distiller(keras.Model):
         name: str = "distiller",
         **kwargs,
     ):
-        given = {
-            "student": student, "teacher": teacher,
-            "distillation_losses": distillation_losses,
-            "distillation_loss_weights": distillation_loss_weights,
-            "student_loss_weight": student_loss_weight,
-            "teacher_weights": teacher_weights, "augmentation": augmentation,
-        }
-        given = {k: (_UNSET if v is None else v) for k, v in given.items()}
-        given["teacher_outputs"] = _UNSET if teacher_outputs == "logits" else teacher_outputs
-        given["name"] = _UNSET if name == "distiller" else name
-        values, order = _resolve_positional(args, given)
-        defaults = {"teacher_outputs": "logits", "name": "distiller"}
-        values = {k: (defaults.get(k) if v is _UNSET else v) for k, v in values.items()}
+        values, order = init_arguments.resolve_arguments(args, dict(
+            student=student, teacher=teacher, distillation_losses=distillation_losses,
+            distillation_loss_weights=distillation_loss_weights,
+            student_loss_weight=student_loss_weight, teacher_weights=teacher_weights,
+            teacher_outputs=teacher_outputs, augmentation=augmentation, name=name,
+        ))
         student, teacher = values["student"], values["teacher"]
-        distillation_losses = values["distillation_losses"]
         teacher_weights, teacher_outputs = values["teacher_weights"], values["teacher_outputs"]
-        augmentation, name = values["augmentation"], values["name"]
+        augmentation = values["augmentation"]
         if student is None:
             raise TypeError(
                 "`Distiller` needs the `student` model: `Distiller(student=..., "
                 "teacher=...)`, or keras.distillation's `Distiller(teacher=..., "
                 "student=..., distillation_losses=...)`. Received: student=None."
             )
-        super().__init__(name=name, **kwargs)
-        _check_keras_model(student, "student")
+        super().__init__(name=values["name"], **kwargs)
+        init_arguments.check_keras_model(student, "student")
         # keras-hub pairs: a Backbone instead of a CausalLM, or two vocabularies.
         causal_lm_lib.check_causal_lm_pair(student, teacher)
-        _check_positional_swap(args, order, student, teacher)
-        keras_style = distillation_losses is not None
-        if keras_style:
-            keras_losses, keras_weights = keras_distillation_lib.normalize_distillation_losses(
-                distillation_losses, values["distillation_loss_weights"]
-            )
-        elif values["distillation_loss_weights"] is not None:
-            raise ValueError(
-                "`distillation_loss_weights` weighs the `distillation_losses`, "
-                "but none were given. Received: distillation_loss_weights="
-                f"{values['distillation_loss_weights']!r}, distillation_losses=None."
-            )
-        slw = values["student_loss_weight"]
-        if slw is not None:
-            slw = _check_student_loss_weight(slw)
-        elif keras_style:
-            slw = 0.5  # keras.distillation's default
+        init_arguments.check_positional_swap(args, order, student, teacher)
+        keras_losses, keras_weights, student_loss_weight = init_arguments.keras_style_losses(
+            values["distillation_losses"], values["distillation_loss_weights"],
+            values["student_loss_weight"],
+        )
         augment_lib.validate_augmentation(augmentation)
-        if teacher is None:
-            teachers = []
-        elif isinstance(teacher, (list, tuple)):
-            teachers = list(teacher)
-            if not teachers:
-                raise ValueError(
-                    "`teacher` must be a model, a non-empty list of models or "
-                    "None. Received: teacher=[]."
-                )
-        else:
-            teachers = [teacher]
-        for index, model in enumerate(teachers):
-            _check_keras_model(model, "teacher" if len(teachers) == 1 else f"teacher[{index}]")
-        if teacher_outputs not in TEACHER_OUTPUTS:
-            raise ValueError(
-                f"`teacher_outputs` must be one of {TEACHER_OUTPUTS}. "
-                f"Received: teacher_outputs={teacher_outputs!r}."
-            )
-        checks.check_single_output(student, "student")
-        for index, model in enumerate(teachers):
-            checks.check_single_output(
-                model, "teacher" if len(teachers) == 1 else f"teacher[{index}]"
-            )
-        checks.check_no_shared_weights(student, teachers)
-        if _ends_in_softmax(student):
-            raise ValueError(
-                f"`student` ({student.name!r}) ends in a softmax, but the "
-                "distiller needs the student's logits to apply a temperature. "
-                "Remove the final softmax (use `activation=None`); "
-                "`predict` then returns logits and `keras.ops.softmax` turns "
-                "them into probabilities."
-            )
-        if teacher_outputs == "logits":
-            for model in teachers:
-                if _ends_in_softmax(model):
-                    raise ValueError(
-                        f"`teacher` ({model.name!r}) ends in a softmax, but "
-                        "teacher_outputs='logits' expects logits. Pass "
-                        "`teacher_outputs='probabilities'` to declare it, or "
-                        "remove the teacher's final softmax."
-                    )
-        student_classes = _output_classes(student)
-        if student_classes is not None and student_classes < 2:
-            raise ValueError(
-                "The student must output one logit per class, at least 2. "
-                f"Received: student output shape {student.output_shape}. "
-                "For a binary task use 2 logits."
-            )
-        for model in teachers:
-            teacher_classes = _output_classes(model)
-            if None not in (student_classes, teacher_classes) and (
-                student_classes != teacher_classes
-            ):
-                raise ValueError(
-                    "`teacher` and `student` must output the same number of "
-                    f"classes. Received: teacher {model.name!r} outputs "
-                    f"{teacher_classes}, student {student.name!r} outputs "
-                    f"{student_classes}."
-                )
-        if teacher_weights is not None and teachers:
-            losses.normalize_teacher_weights(teacher_weights, len(teachers))
+        teachers = init_arguments.teacher_list(teacher)
+        init_arguments.check_models(student, teachers, teacher_outputs, teacher_weights)
         # Kept as given (unnormalized) so that get_config round-trips; with
         # teacher=None they apply to the cached logits of several teachers.
         self.teacher_weights = (
@@ -631,11 +230,12 @@ class Distiller(keras.Model):
         self.teacher_outputs = teacher_outputs
         # A mismatch would fail deep inside the optimizer or train silently
         # on one replica; say so here instead.
-        _check_same_strategy(student, "student", keras_compat.creation_strategy(self))
+        strategy = keras_compat.creation_strategy(self)
+        init_arguments.check_same_strategy(student, "student", strategy)
         for model in teachers:
-            _check_same_strategy(model, "teacher", keras_compat.creation_strategy(self))
-        _check_outputs_by_probe(student, teachers, teacher_outputs)
-        if keras_style:
+            init_arguments.check_same_strategy(model, "teacher", strategy)
+        init_arguments.check_outputs_by_probe(student, teachers, teacher_outputs)
+        if keras_losses:
             # Each loss's own checks, on the models and their symbolic
             # outputs: a rejection is raised here, before any training.
             keras_distillation_lib.validate_against_models(keras_losses, teachers, student)
@@ -648,14 +248,14 @@ class Distiller(keras.Model):
         self.teachers = teachers
         self.augmentation = augmentation
         #: keras.distillation's configuration (`None`/`[]` for keras_kd's own).
-        self.student_loss_weight = slw
-        self.distillation_losses = keras_losses if keras_style else []
-        self.distillation_loss_weights = keras_weights if keras_style else None
+        self.student_loss_weight = student_loss_weight
+        self.distillation_losses = keras_losses
+        self.distillation_loss_weights = keras_weights
         self.terms = []
         self._term_trackers = []
-        self._feature_extractors = _FeatureExtractors()
-        self._health_holder = _StepHealthHolder()
-        self._accumulator_holder = _AccumulatorHolder()
+        self._feature_extractors = _feature_extractors()
+        self._health_holder = _Untracked(health=None)
+        self._accumulator_holder = _accumulation()
         # The distiller owns no weights of its own: it is built when its
         # models are (always, for models made with `keras.Input`).
         if all(model.built for model in (student, *teachers)):
@@ -678,7 +278,7 @@ class Distiller(keras.Model):
         return self.teachers[0] if len(self.teachers) == 1 else list(self.teachers)
 
     def call(self, inputs, training: bool = False):
-        student_inputs, _ = self._split_inputs(inputs)
+        student_inputs, _ = step_inputs.split_inputs(inputs)
         return self.student(student_inputs, training=training)
 
     # ------------------------------------------------------------------ compile
@@ -778,101 +378,60 @@ class Distiller(keras.Model):
             auto_scale_loss: As in `keras.Model.compile`.
         """
         keras_style = bool(self.distillation_losses)
-        named = dict(
-            loss=loss, metrics=metrics, student_loss_fn=student_loss_fn,
-            distillation_loss_fn=distillation_loss_fn, alpha=alpha,
-            temperature=temperature, distillation_terms=distillation_terms,
+        settings = compile_arguments.loss_settings(
+            args,
+            dict(loss=loss, metrics=metrics, student_loss_fn=student_loss_fn,
+                 distillation_loss_fn=distillation_loss_fn, alpha=alpha,
+                 temperature=temperature, distillation_terms=distillation_terms),
+            keras_style=keras_style, student_loss_weight=self.student_loss_weight,
+            divergence=divergence, jsd_beta=jsd_beta, chunk_size=chunk_size,
+            default_alpha=DEFAULT_ALPHA, default_temperature=DEFAULT_TEMPERATURE,
         )
-        named = compile_arguments.positional(args, named)
-        loss, metrics = named["loss"], named["metrics"]
-        student_loss_fn, distillation_loss_fn = named["student_loss_fn"], named["distillation_loss_fn"]
-        alpha, temperature = named["alpha"], named["temperature"]
-        distillation_terms = named["distillation_terms"]
-        student_loss_fn = compile_arguments.student_loss(loss, student_loss_fn)
-        divergence, jsd_beta = divergences.check_divergence(divergence, jsd_beta)
-        chunk_size = divergences.check_chunk_size(chunk_size)
-        if keras_style:
-            compile_arguments.check_keras_style(
-                self.student_loss_weight, divergence, jsd_beta, alpha, temperature,
-                distillation_loss_fn,
-            )
-            alpha_value = self.student_loss_weight
-        else:
-            alpha_value, temperature = compile_arguments.keras_kd_weights(
-                alpha, temperature, self.student_loss_weight,
-                default_alpha=DEFAULT_ALPHA, default_temperature=DEFAULT_TEMPERATURE,
-            )
-        extra_terms = compile_arguments.check_extra_terms(distillation_terms)
         super().compile(
             optimizer=optimizer,
-            metrics=metrics,
+            metrics=settings.metrics,
             weighted_metrics=weighted_metrics,
             run_eagerly=run_eagerly,
             steps_per_execution=steps_per_execution,
             jit_compile=jit_compile,
             auto_scale_loss=auto_scale_loss,
         )
-        self._accumulator_holder = _AccumulatorHolder(
+        self._accumulator_holder = _accumulation(
             compile_arguments.take_over_accumulation(self.optimizer, gradient_accumulation_steps)
         )
         compiled = keras_compat.compile_metrics(self)
         if compiled is not None:
-            keras_compat.set_compile_metrics(self, _LabelMaskedMetrics(
-                metrics, weighted_metrics, output_names=compiled.output_names
+            keras_compat.set_compile_metrics(self, LabelMaskedMetrics(
+                settings.metrics, weighted_metrics, output_names=compiled.output_names
             ))
-        if self.jit_compile and _xla_unsupported(self.distribute_strategy):
-            warnings.warn(
-                "jit_compile=True is not supported with several replicas on "
-                "CPU devices (XLA cannot read a variable placed on another "
-                "device). Proceeding with jit_compile=False. Received: "
-                f"jit_compile={jit_compile!r} under "
-                f"{type(self.distribute_strategy).__name__} with "
-                f"{self.distribute_strategy.num_replicas_in_sync} replicas.",
-                stacklevel=2,
-            )
-            self.jit_compile = False
+        self.jit_compile = compile_arguments.jit_compile_for(
+            self.distribute_strategy, self.jit_compile, jit_compile
+        )
         terms = compile_arguments.build_terms(
-            student_loss_fn, alpha_value, extra_terms,
+            settings.student_loss_fn, settings.alpha, settings.extra_terms,
             distillation_losses=self.distillation_losses if keras_style else None,
             distillation_loss_weights=self.distillation_loss_weights,
             teacher_weights=self.teacher_weights, teacher_reduction=teacher_reduction,
-            temperature=temperature, distillation_loss_fn=distillation_loss_fn,
-            divergence=divergence, jsd_beta=jsd_beta, chunk_size=chunk_size,
+            temperature=settings.temperature, distillation_loss_fn=settings.distillation_loss_fn,
+            divergence=settings.divergence, jsd_beta=settings.jsd_beta,
+            chunk_size=settings.chunk_size,
         )
         # clear() untracks the terms of an earlier compile, so that saving
         # and `trainable_weights` only see the current ones.
         self.terms.clear()
         self.terms.extend(terms)
-        names = [term.name for term in self.terms]
         self._build_feature_extractors()
         self._term_trackers.clear()
-        self._term_trackers.extend(keras.metrics.Mean(name=name) for name in names)
+        self._term_trackers.extend(keras.metrics.Mean(name=term.name) for term in self.terms)
         # Created here, under the caller's strategy scope, like the trackers.
-        self._health_holder = _StepHealthHolder(checks.StepHealth())
-        compile_config = dict(
-            optimizer=self.optimizer,
-            metrics=metrics,
-            loss=loss,
-            student_loss_fn=None if loss is not None else student_loss_fn,
-            distillation_terms=extra_terms,
-            teacher_reduction=teacher_reduction,
-            weighted_metrics=weighted_metrics,
-            run_eagerly=run_eagerly,
-            steps_per_execution=steps_per_execution,
-            jit_compile=self.jit_compile,
+        self._health_holder = _Untracked(health=checks.StepHealth())
+        keras_compat.set_compile_config(self, compile_arguments.compile_config(
+            settings, keras_style=keras_style, student_loss_weight=self.student_loss_weight,
+            optimizer=self.optimizer, teacher_reduction=teacher_reduction,
+            weighted_metrics=weighted_metrics, run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution, jit_compile=self.jit_compile,
             gradient_accumulation_steps=self._accumulator_holder.steps,
-        )
-        if not keras_style:
-            compile_config.update(
-                divergence=divergence,
-                jsd_beta=jsd_beta,
-                chunk_size=chunk_size,
-                distillation_loss_fn=distillation_loss_fn,
-                # From the distiller's student_loss_weight: not repeated here.
-                alpha=None if self.student_loss_weight is not None else alpha_value,
-                temperature=temperature,
-            )
-        keras_compat.set_compile_config(self, compile_config)
+        ))
 
     @property
     def alpha(self) -> float:
@@ -948,7 +507,7 @@ class Distiller(keras.Model):
         return self._health_holder.health
 
     def _student_classes(self) -> Optional[int]:
-        return _output_classes(self.student)
+        return model_outputs.output_classes(self.student)
 
     def _student_output_rank(self) -> int:
         """Rank of the student's outputs: 2 for a classifier, 3 for an LM."""
@@ -1070,7 +629,7 @@ class Distiller(keras.Model):
     def _check_global_batch_size(self, x, batch_size, argument: str) -> None:
         """Every replica needs examples: the global batch is split among them."""
         replicas = self.distribute_strategy.num_replicas_in_sync
-        size = _static_batch_size(x, batch_size)
+        size = step_inputs.static_batch_size(x, batch_size)
         if replicas > 1 and size is not None and size < replicas:
             source = "the dataset's batches" if isinstance(x, tf.data.Dataset) else argument
             raise ValueError(
@@ -1115,7 +674,7 @@ class Distiller(keras.Model):
         if isinstance(spec, (tuple, list)) and spec:
             spec = spec[0]
         if isinstance(spec, dict) and TEACHER_LOGITS_KEY in spec:
-            raise ValueError(_AUGMENTED_CACHE_MESSAGE.format(self.augmentation))
+            raise ValueError(step_inputs.AUGMENTED_CACHE_MESSAGE.format(self.augmentation))
 
     def _check_training_data(self, x, y, sample_weight, class_weight) -> None:
         if isinstance(x, tf.data.Dataset):
@@ -1174,7 +733,7 @@ class Distiller(keras.Model):
             student = features_lib.feature_extractor(self.student, student_names, "student")
         if teacher_names:
             teacher = features_lib.feature_extractor(self.teachers[0], teacher_names, "teacher")
-        self._feature_extractors = _FeatureExtractors(
+        self._feature_extractors = _feature_extractors(
             student, student_names, teacher, teacher_names
         )
         if student_names or teacher_names:
@@ -1193,10 +752,12 @@ class Distiller(keras.Model):
 
     def _teacher_features(self, student_inputs, cached_logits):
         """`(teacher logits list, {layer_name: features}, problems)` for this
-        batch; see `_teacher_logits`."""
+        batch; see `step_inputs.teacher_logits`."""
         extractor = self._feature_extractors
         if extractor.teacher is None:
-            logits, problems = self._teacher_logits(student_inputs, cached_logits)
+            logits, problems = step_inputs.teacher_logits(
+                self.teachers, self.teacher_outputs, student_inputs, cached_logits
+            )
             return logits, {}, problems
         outputs = extractor.teacher(student_inputs, training=False)
         features = {
@@ -1205,247 +766,10 @@ class Distiller(keras.Model):
         }
         if cached_logits is None:
             cached_logits = [outputs[0]]
-        logits, problems = self._teacher_logits(student_inputs, cached_logits)
+        logits, problems = step_inputs.teacher_logits(
+            self.teachers, self.teacher_outputs, student_inputs, cached_logits
+        )
         return logits, features, problems
-
-    def _split_inputs(self, inputs):
-        """Separates student inputs from precomputed teacher logits."""
-        if isinstance(inputs, dict) and TEACHER_LOGITS_KEY in inputs:
-            if INPUTS_KEY not in inputs:
-                raise ValueError(
-                    f"Inputs that carry '{TEACHER_LOGITS_KEY}' must put the "
-                    f"student's inputs under '{INPUTS_KEY}'. Received keys: "
-                    f"{sorted(inputs)}."
-                )
-            return inputs[INPUTS_KEY], inputs[TEACHER_LOGITS_KEY]
-        return inputs, None
-
-    def _teacher_logits(self, student_inputs, cached_logits):
-        """`(logits, problems)`: the teachers' logits for this batch, as a list
-        of float32 tensors, and `{"nonfinite_teacher": n, "not_probabilities":
-        m}`, the examples whose outputs were NaN/inf (their logits are
-        zeroed) or, for `teacher_outputs="probabilities"`, not probabilities.
-        """
-        if cached_logits is not None:
-            outputs = cached_logits if isinstance(cached_logits, (list, tuple)) else [cached_logits]
-            if any(divergences.is_top_k(o) for o in outputs):
-                return self._top_k_teacher_logits(outputs)
-        elif self.teachers:
-            outputs = [teacher(student_inputs, training=False) for teacher in self.teachers]
-        else:
-            raise ValueError(
-                "This distiller has no teacher (teacher=None), so every "
-                f"training batch must bring teacher logits as "
-                f"`{{'{INPUTS_KEY}': x, '{TEACHER_LOGITS_KEY}': logits}}`; "
-                "see `keras_kd.cache_teacher_outputs`."
-            )
-        outputs = [ops.cast(ops.stop_gradient(o), "float32") for o in outputs]
-        probabilities = self.teacher_outputs == "probabilities"
-        outputs, nonfinite, not_probabilities = checks.sanitize_teacher_outputs(
-            outputs, probabilities
-        )
-        if probabilities:
-            # log-probabilities are valid logits: softmax(log p) == p.
-            outputs = [ops.log(ops.maximum(o, 1e-30)) for o in outputs]
-        return outputs, {"nonfinite_teacher": nonfinite, "not_probabilities": not_probabilities}
-
-    def _top_k_teacher_logits(self, outputs: list):
-        """Cached teacher logits in top-k form (`{"values", "indices",
-        "tail"}`), left compact: the soft-target term rebuilds them chunk by
-        chunk. A row with a non-finite value is counted and zeroed."""
-        if self.teacher_outputs == "probabilities" or not all(
-            divergences.is_top_k(o) for o in outputs
-        ):
-            raise ValueError(
-                "Top-k cached teacher logits ({'values', 'indices', 'tail'}) "
-                "must be logits, and every cached teacher must use that form. "
-                f"Received teacher_outputs={self.teacher_outputs!r} and cached "
-                f"outputs of types {[type(o).__name__ for o in outputs]}."
-            )
-        safe, bad_rows = [], None
-        for output in outputs:
-            values = ops.cast(ops.stop_gradient(output["values"]), "float32")
-            tail = ops.cast(ops.stop_gradient(output["tail"]), "float32")
-            bad = ops.logical_or(
-                ops.any(ops.logical_not(ops.isfinite(values)), axis=-1),
-                ops.logical_not(ops.isfinite(tail)),
-            )
-            bad_rows = bad if bad_rows is None else ops.logical_or(bad_rows, bad)
-            safe.append({"values": values, "indices": output["indices"], "tail": tail})
-        for output in safe:
-            output["values"] = ops.where(bad_rows[..., None], 0.0, output["values"])
-            output["tail"] = ops.where(bad_rows, 0.0, output["tail"])
-        zero = ops.zeros((), "float32")
-        nonfinite = ops.sum(ops.cast(bad_rows, "float32"))
-        return safe, {"nonfinite_teacher": nonfinite, "not_probabilities": zero}
-
-    def _check_shapes(self, student_logits, teacher_logits: list) -> None:
-        classes = student_logits.shape[-1]
-        positions_lib.check_same_positions(student_logits, teacher_logits)
-        for index, logits in enumerate(teacher_logits):
-            if divergences.is_top_k(logits):
-                continue
-            if logits.shape[-1] is not None and classes is not None and logits.shape[-1] != classes:
-                raise ValueError(
-                    "`teacher` and `student` must output the same number of "
-                    f"classes. Received: teacher output {index} has "
-                    f"{logits.shape[-1]} classes, the student has {classes}."
-                )
-
-    def _prepare_labels(self, labels, student_logits):
-        """Returns `(labels, mask, invalid)`: labels safe to index with, a
-        float mask of the labeled examples, and the number of invalid labels
-        (out of range, fractional, non-finite), which are masked out.
-
-        Counted rather than asserted: asserts vanish under XLA, and a graph
-        error buries its message; `checks.HealthCheck` raises on the host.
-        """
-        if labels is None:
-            return None, None, ops.zeros((), "float32")
-        if labels.dtype == tf.string or labels.dtype == tf.bool:
-            raise ValueError(
-                "Labels must be numbers: integer class indices or one-hot "
-                f"rows. Received labels of dtype {labels.dtype.name}."
-            )
-        classes = student_logits.shape[-1]
-        if terms_lib.is_one_hot(labels, student_logits):
-            return checks.sanitize_one_hot_labels(labels)
-        rank = len(labels.shape)
-        if rank > 2 or (rank == 2 and labels.shape[-1] not in (None, 1)):
-            raise ValueError(
-                "Labels must be class indices shaped (batch,) or (batch, 1), "
-                f"or one-hot rows shaped (batch, {classes}) for the student's "
-                f"{classes} outputs. Received labels of shape "
-                f"{tuple(labels.shape)}."
-            )
-        return checks.sanitize_sparse_labels(labels, classes)
-
-    def _compute_terms(
-        self, terms, student_logits, teacher_logits, labels, label_mask, sample_weight,
-        student_features=None, teacher_features=None, label_mixing=None,
-        row_weight=None, padding_mask=None,
-    ):
-        """Averages each term over the *global* batch and adds them up.
-
-        Returns `(loss_share, total, term_means, groups)`. `loss_share` is this
-        replica's share of the total loss: summed over replicas it is the
-        global mean, so gradients are exact under any strategy, whatever the
-        split. `total` and `term_means` are global values, for logging.
-        Terms that need labels are averaged over the labeled examples only;
-        with `label_mixing=(partner_labels, weight)` (a mixed batch) such a
-        term is `weight * term(labels) + (1 - weight) * term(partner_labels)`.
-        With `row_weight` (sequence outputs flattened to one row per token,
-        see `keras_kd.positions`) each term is the weighted mean over the
-        rows: `sum(w * loss) / sum(w)`. Terms whose `uses_padding_mask` is
-        true also receive `padding_mask` (the inputs', or `None`).
-        """
-        batch_size = ops.cast(ops.shape(student_logits)[0], "float32")
-        if row_weight is not None:
-            example_weight = row_weight
-            batch_size = ops.sum(row_weight)
-        else:
-            example_weight = ops.ones_like(student_logits[:, 0], dtype="float32")
-        if sample_weight is not None and row_weight is None:
-            example_weight = example_weight * ops.reshape(
-                ops.cast(sample_weight, "float32"), (-1,)
-            )
-        active_terms, sums, counts = [], [], []
-        for term in terms:
-            if term.requires_labels and labels is None:
-                continue
-            extra = {"padding_mask": padding_mask} if getattr(term, "uses_padding_mask", False) else {}
-            per_example = term(
-                student_logits,
-                teacher_logits,
-                labels=labels if term.requires_labels else None,
-                student_features=student_features,
-                teacher_features=teacher_features,
-                **extra,
-            )
-            if term.requires_labels and label_mixing is not None:
-                partner_labels, share = label_mixing
-                partner_loss = term(
-                    student_logits,
-                    teacher_logits,
-                    labels=partner_labels,
-                    student_features=student_features,
-                    teacher_features=teacher_features,
-                    **extra,
-                )
-                per_example = share * ops.cast(per_example, "float32") + (1.0 - share) * ops.cast(
-                    partner_loss, "float32"
-                )
-            weight, count = example_weight, batch_size
-            if term.requires_labels:
-                weight = weight * label_mask
-                count = ops.sum(label_mask) if row_weight is None else ops.sum(weight)
-            active_terms.append(term)
-            sums.append(ops.sum(ops.cast(per_example, "float32") * weight))
-            counts.append(count)
-        if not active_terms:
-            zero = ops.zeros((), "float32")
-            return zero, zero, {}, [None, None]
-        local_sums, local_counts = ops.stack(sums), ops.stack(counts)
-        reduced = _replica_sum(
-            ops.concatenate([local_counts, ops.stop_gradient(local_sums)])
-        )
-        global_counts = reduced[: len(active_terms)]
-        global_sums = reduced[len(active_terms) :]
-        shares = ops.divide_no_nan(local_sums, global_counts)
-        means = ops.divide_no_nan(global_sums, global_counts)
-        weights = ops.stack([term.loss_weight.value for term in active_terms])
-        # Global values whose gradient is this replica's share, so that
-        # `term_losses` can be differentiated term by term.
-        differentiable_means = shares + ops.stop_gradient(means - shares)
-        term_means = {
-            term.name: differentiable_means[i] for i, term in enumerate(active_terms)
-        }
-        # The terms that need labels share one count (the labelled rows), the
-        # others another (all rows): `(local weighted sum, global count)` for
-        # the two groups, in that order (`None` for a group without terms),
-        # whose `sum / count` add up to `loss_share`. Exact gradient
-        # accumulation (`keras_kd.accumulation`) keeps the groups apart.
-        groups = []
-        for needs_labels in (True, False):
-            members = [i for i, t in enumerate(active_terms) if t.requires_labels == needs_labels]
-            groups.append((
-                ops.sum(ops.stack([weights[i] * local_sums[i] for i in members])),
-                global_counts[members[0]],
-            ) if members else None)
-        return ops.sum(weights * shares), ops.sum(weights * means), term_means, groups
-
-    def _add_regularization(self, loss_share, total, groups):
-        """Adds layer losses (regularizers, `add_loss`), split over replicas.
-
-        In the count groups the regularization joins the last group, times
-        its count: accumulated over micro-batches and divided by the summed
-        count, it is then added once per optimizer step, as in one large
-        batch (a count-weighted mean for activity regularizers).
-        """
-        if not self.losses:
-            return loss_share, total, groups
-        regularization = ops.sum([ops.cast(loss, "float32") for loss in self.losses])
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        share = regularization / replicas
-        index = self._regularization_group()
-        groups = list(groups)
-        if groups[index] is not None:
-            local_sum, count = groups[index]
-            groups[index] = (local_sum + share * ops.stop_gradient(count), count)
-        return loss_share + share, total + regularization, groups
-
-    def _regularization_group(self) -> int:
-        """The count group the layer losses join: the unlabelled terms' (the
-        distillation terms, present in every batch) when there are any."""
-        return 1 if any(not t.requires_labels for t in self.terms) else 0
-
-    def _augment(self, student_inputs, cached_logits):
-        """The training view of a batch: `(inputs, mixing or None)`."""
-        if cached_logits is not None:
-            raise ValueError(_AUGMENTED_CACHE_MESSAGE.format(self.augmentation))
-        augmented, mixing = augment_lib.apply_augmentation(self.augmentation, student_inputs)
-        _check_augmented(student_inputs, augmented)
-        return augmented, mixing
 
     def _forward(self, x, y, sample_weight, training: bool, augment: bool = False):
         """Runs the models and the terms on one batch.
@@ -1455,50 +779,54 @@ class Distiller(keras.Model):
 
         Returns `(student_logits, labels, label_mask, sample_weight,
         loss_share, total, term_means, groups, problems)`; see
-        `_compute_terms`;
+        `term_reduction.reduce_terms`;
         `sample_weight` is one weight per row of `student_logits` (for
         sequence outputs, per token) or `None`; `problems` is the
         `checks.counts_vector` of this replica's bad examples. For a mixed
         batch, `labels` and `label_mask` are those the metrics score.
         """
-        student_inputs, cached_logits = self._split_inputs(x)
+        student_inputs, cached_logits = step_inputs.split_inputs(x)
         mixing = None
         if augment and self.augmentation is not None:
-            student_inputs, mixing = self._augment(student_inputs, cached_logits)
+            student_inputs, mixing = step_inputs.augmented_view(
+                self.augmentation, student_inputs, cached_logits
+            )
         teacher_logits, teacher_features, teacher_problems = self._teacher_features(
             student_inputs, cached_logits
         )
         student_logits, student_features = self._student_outputs(
             student_inputs, training=training
         )
-        self._check_shapes(student_logits, teacher_logits)
+        term_reduction.check_shapes(student_logits, teacher_logits)
         sample_weight, invalid_weights = checks.sanitize_sample_weight(sample_weight)
         row_weight = None
         if positions_lib.is_sequence(student_logits):
             self._check_sequence_terms(mixing, student_features, teacher_features)
-            student_logits, teacher_logits, y, row_weight = self._flatten_positions(
+            student_logits, teacher_logits, y, row_weight = term_reduction.flatten_positions(
                 student_logits, teacher_logits, y, sample_weight, student_inputs
             )
             sample_weight = row_weight
-        labels, label_mask, invalid_labels = self._prepare_labels(y, student_logits)
+        labels, label_mask, invalid_labels = term_reduction.prepare_labels(y, student_logits)
         label_mixing = None
         metric_labels, metric_mask = labels, label_mask
         if mixing is not None and labels is not None:
-            partner_labels, share, label_mask, metric_labels, metric_mask = _mix_labels(
-                labels, label_mask, mixing
+            partner_labels, share, label_mask, metric_labels, metric_mask = (
+                term_reduction.mix_labels(labels, label_mask, mixing)
             )
             label_mixing = (partner_labels, share)
-        loss_share, total, term_means, groups = self._compute_terms(
+        loss_share, total, term_means, groups = term_reduction.reduce_terms(
             self.terms, student_logits, teacher_logits, labels, label_mask,
             sample_weight, student_features, teacher_features, label_mixing,
             row_weight=row_weight, padding_mask=positions_lib.padding_mask(student_inputs),
         )
-        loss_share, total, groups = self._add_regularization(loss_share, total, groups)
+        loss_share, total, groups = term_reduction.add_regularization(
+            self.losses, self.terms, loss_share, total, groups
+        )
         problems = checks.counts_vector(
             invalid_labels=invalid_labels,
             invalid_weights=invalid_weights,
-            weighted_examples=self._weighted_examples(
-                student_logits, labels, label_mask, row_weight
+            weighted_examples=term_reduction.weighted_examples(
+                self.terms, student_logits, labels, label_mask, row_weight
             ),
             **teacher_problems,
         )
@@ -1523,40 +851,6 @@ class Distiller(keras.Model):
                 "outputs that have position axes (e.g. tokens) they are not "
                 f"supported yet. Received feature terms {names}."
             )
-
-    def _flatten_positions(self, student_logits, teacher_logits, y, sample_weight, inputs):
-        """Sequence outputs as rows: `(student, teachers, labels, row_weight)`.
-
-        See `keras_kd.positions`: every row (token) weighs `sample_weight`
-        times the inputs' `padding_mask`; the terms average over that weight.
-        """
-        row_weight = positions_lib.row_weights(
-            student_logits, sample_weight, positions_lib.combined_mask(inputs, student_logits)
-        )
-        labels = positions_lib.flatten_labels(y, student_logits)
-        classes = student_logits.shape[-1]
-        teacher_logits = [positions_lib.flatten_rows(t, classes) for t in teacher_logits]
-        return positions_lib.flatten_rows(student_logits), teacher_logits, labels, row_weight
-
-    def _weighted_examples(self, student_logits, labels, label_mask, row_weight=None):
-        """Sum over the terms of `loss_weight` times the examples they see:
-        zero for a whole epoch means nothing was trained (e.g. alpha=1 on
-        unlabeled data)."""
-        batch_size = ops.cast(ops.shape(student_logits)[0], "float32")
-        if row_weight is not None:
-            batch_size = ops.sum(row_weight)
-        total = ops.zeros((), "float32")
-        for term in self.terms:
-            if term.requires_labels:
-                if labels is None:
-                    continue
-                count = ops.sum(
-                    label_mask if row_weight is None else label_mask * row_weight
-                )
-            else:
-                count = batch_size
-            total = total + term.loss_weight.value * count
-        return total
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The distillation loss on one batch, as a training step computes it.
@@ -1640,7 +934,7 @@ class Distiller(keras.Model):
         # A batch with bad labels, weights or teacher outputs leaves the
         # weights and the optimizer as they were (the same decision on every
         # replica); HealthCheck then raises on the host.
-        bad = _replica_sum(problems[: checks.WEIGHTED_EXAMPLES])
+        bad = term_reduction.replica_sum(problems[: checks.WEIGHTED_EXAMPLES])
         ok = ops.all(ops.equal(bad, 0.0))
         if accumulator is None:
             gradients = tape.gradient(targets[0], trainable_weights)
@@ -1654,8 +948,9 @@ class Distiller(keras.Model):
             del tape
             counts = [ops.zeros((), "float32") if g is None else g[1] for g in groups]
             ready = accumulator.accumulate(group_gradients, counts, ok)
+            # The window's mean gradient is computed only when it is applied.
             checks.apply_gradients_if(
-                ready, self.optimizer, accumulator.gradients(), trainable_weights
+                ready, self.optimizer, accumulator.gradients, trainable_weights
             )
             accumulator.reset_if(ready)
         self._update_health(problems)
@@ -1676,7 +971,7 @@ class Distiller(keras.Model):
     def test_step(self, data):
         self._require_compiled()
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        student_inputs, _ = self._split_inputs(x)
+        student_inputs, _ = step_inputs.split_inputs(x)
         student_logits = self.student(student_inputs, training=False)
         if y is None:
             raise ValueError(
@@ -1686,17 +981,17 @@ class Distiller(keras.Model):
         sample_weight, invalid_weights = checks.sanitize_sample_weight(sample_weight)
         row_weight = None
         if positions_lib.is_sequence(student_logits):
-            student_logits, _, y, row_weight = self._flatten_positions(
+            student_logits, _, y, row_weight = term_reduction.flatten_positions(
                 student_logits, [], y, sample_weight, student_inputs
             )
             sample_weight = row_weight
-        labels, label_mask, invalid_labels = self._prepare_labels(y, student_logits)
+        labels, label_mask, invalid_labels = term_reduction.prepare_labels(y, student_logits)
         self._update_health(
             checks.counts_vector(invalid_labels=invalid_labels, invalid_weights=invalid_weights)
         )
         # Evaluation is the student's own business: its loss at T = 1, no teacher.
         hard_term = self.terms[0]
-        _, _, term_means, _ = self._compute_terms(
+        _, _, term_means, _ = term_reduction.reduce_terms(
             [hard_term], student_logits, [], labels, label_mask, sample_weight,
             row_weight=row_weight,
         )

@@ -1126,39 +1126,75 @@ def load_teacher_cache(
     >>> distiller.compile(optimizer="adam")
     >>> history = distiller.fit(train, epochs=1, verbose=0)
     """
+    # The cheap checks first; the fingerprint pass over `x` comes last.
     cache = TeacherCache(path, verify=verify)
-    header = cache.header
     batch_size = _check_int(batch_size, "batch_size", 1)
-    views = cache.views
+    _check_view(view, cache.views)
+    _check_same_augment(augment, cache.header, path)
+    if teacher is not None:
+        _check_same_teachers(_teacher_list(teacher, "teacher"), cache.header, path)
+    _check_finite_dataset(x, "x")
+    examples, count, has_labels, arrays = _example_dataset(x, "x", y)
+    _check_same_inputs(examples, count, arrays, cache, path)
+
+    if arrays is None:
+        pipeline, source = _streamed_examples, examples
+    else:
+        pipeline, source = _gathered_examples, arrays
+    dataset = pipeline(
+        source, len(cache), cache.views, view, augment, cache.header["seed"],
+        batch_size, shuffle, seed, shuffle_buffer, drop_remainder,
+    )
+    return _attach_teacher_logits(dataset, cache, has_labels, in_memory)
+
+
+def _check_view(view, views: int) -> None:
     if view not in ("random", "all"):
         if isinstance(view, bool) or not isinstance(view, (int, np.integer)) or not 0 <= view < views:
             raise ValueError(
                 f"`view` must be 'random', 'all' or a view index in [0, {views}). "
                 f"Received: view={view!r}."
             )
+
+
+def _check_same_augment(augment: Optional[Callable], header: dict, path: PathLike) -> None:
+    """Raises unless `augment` is the function the views were cached with:
+    any other would give the student views the teacher never saw."""
     if _augment_name(augment) != header["augment"]:
         raise ValueError(
             f"Teacher cache {str(path)!r} was built with augment="
             f"{header['augment']!r}; its views can only be replayed with the "
             f"same function. Received: augment={_augment_name(augment)!r}."
         )
-    if teacher is not None:
-        teachers = _teacher_list(teacher, "teacher")
-        if _teacher_fingerprint(teachers) != header["teacher_fingerprint"]:
-            raise ValueError(
-                f"Teacher cache {str(path)!r} was built for teacher(s) "
-                f"{header['teacher_names']} with other weights than the given "
-                f"teacher(s) {[m.name for m in teachers]}. Rebuild the cache "
-                "for this teacher."
-            )
-    _check_finite_dataset(x, "x")
-    examples, count, has_labels, arrays = _example_dataset(x, "x", y)
+
+
+def _check_same_teachers(teachers: list, header: dict, path: PathLike) -> None:
+    if _teacher_fingerprint(teachers) != header["teacher_fingerprint"]:
+        raise ValueError(
+            f"Teacher cache {str(path)!r} was built for teacher(s) "
+            f"{header['teacher_names']} with other weights than the given "
+            f"teacher(s) {[m.name for m in teachers]}. Rebuild the cache "
+            "for this teacher."
+        )
+
+
+def _check_same_inputs(
+    examples: tf.data.Dataset,
+    count: Optional[int],
+    arrays,
+    cache: TeacherCache,
+    path: PathLike,
+) -> None:
+    """Raises unless the examples are the cached ones: same count, then
+    same fingerprint (every example, in order)."""
     if count is None:
         # A dataset of unknown size: the fingerprint pass counts it.
         fingerprint = _input_fingerprint(examples, arrays)
         count = fingerprint.count
     else:
         fingerprint = None
+    # A known count is checked before the fingerprint pass: that costs
+    # nothing and says more than a fingerprint mismatch would.
     if count != len(cache):
         raise ValueError(
             f"Teacher cache {str(path)!r} holds {len(cache)} examples, but `x` "
@@ -1166,7 +1202,7 @@ def load_teacher_cache(
         )
     if fingerprint is None:
         fingerprint = _input_fingerprint(examples, arrays)
-    if fingerprint.hexdigest() != header["input_fingerprint"]:
+    if fingerprint.hexdigest() != cache.header["input_fingerprint"]:
         raise ValueError(
             f"The inputs `x` differ from those teacher cache {str(path)!r} was "
             "built from (other data, another order, other preprocessing, or a "
@@ -1174,16 +1210,6 @@ def load_teacher_cache(
             "Pass the same inputs, in the same order, unshuffled; "
             "`shuffle=True` shuffles them here."
         )
-
-    if arrays is None:
-        pipeline, source = _streamed_examples, examples
-    else:
-        pipeline, source = _gathered_examples, arrays
-    dataset = pipeline(
-        source, len(cache), views, view, augment, header["seed"],
-        batch_size, shuffle, seed, shuffle_buffer, drop_remainder,
-    )
-    return _attach_teacher_logits(dataset, cache, has_labels, in_memory)
 
 
 #: Caches up to this size are read into memory by `load_teacher_cache`.

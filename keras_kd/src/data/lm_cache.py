@@ -778,42 +778,68 @@ def load_lm_cache(
     """
     batch_size = _check_int(batch_size, "batch_size", 1)
     cache = _LMCacheFile(path, verify=verify)
-    header = cache.header
     if verify:
-        if _fingerprint(cache.sequence_chunks()) != header["token_fingerprint"]:
-            raise ValueError(
-                f"The token data in LM teacher cache {str(path)!r} does not match "
-                "the fingerprint in its header: the file is corrupted. Rebuild it "
-                "with `cache_lm_teacher_outputs`."
-            )
+        _check_token_fingerprint(cache, path)
     if dataset is not None:
-        structure = _dataset_structure(dataset)
-        if structure["fields"] != header["sequence_fields"] or structure["dict_inputs"] != header["dict_inputs"]:
-            raise ValueError(
-                f"`dataset` yields {structure['fields']} "
-                f"({'dict' if structure['dict_inputs'] else 'tensor'} inputs), but LM "
-                f"teacher cache {str(path)!r} was built from {header['sequence_fields']} "
-                f"({'dict' if header['dict_inputs'] else 'tensor'} inputs)."
-            )
-        chunks = (_sequence_rows(_split(element, structure)[1], cache.sequence) for element in dataset)
-        if _fingerprint(chunks) != header["token_fingerprint"]:
-            raise ValueError(
-                f"`dataset` differs from the token data LM teacher cache "
-                f"{str(path)!r} was built from (other tokens, labels or weights, "
-                "another order, or a dataset that reshuffles); the fingerprint "
-                "covers every sequence. Rebuild the cache for this dataset."
-            )
-    if teacher is not None and _teacher_fingerprint([teacher]) != header["teacher_fingerprint"]:
+        _check_same_dataset(dataset, cache, path)
+    if teacher is not None:
+        _check_same_teacher(teacher, cache.header, path)
+    return _cached_lm_batches(cache, batch_size, shuffle, seed, drop_remainder)
+
+
+def _check_token_fingerprint(cache: _LMCacheFile, path: PathLike) -> None:
+    """Raises when the stored token data does not match its fingerprint
+    (the checksums cover the bytes; this covers what they decode to)."""
+    if _fingerprint(cache.sequence_chunks()) != cache.header["token_fingerprint"]:
+        raise ValueError(
+            f"The token data in LM teacher cache {str(path)!r} does not match "
+            "the fingerprint in its header: the file is corrupted. Rebuild it "
+            "with `cache_lm_teacher_outputs`."
+        )
+
+
+def _check_same_dataset(dataset: tf.data.Dataset, cache: _LMCacheFile, path: PathLike) -> None:
+    """Raises unless `dataset` is the one the cache was built from: same
+    structure, then same fingerprint (every sequence, in order)."""
+    header = cache.header
+    structure = _dataset_structure(dataset)
+    if structure["fields"] != header["sequence_fields"] or structure["dict_inputs"] != header["dict_inputs"]:
+        raise ValueError(
+            f"`dataset` yields {structure['fields']} "
+            f"({'dict' if structure['dict_inputs'] else 'tensor'} inputs), but LM "
+            f"teacher cache {str(path)!r} was built from {header['sequence_fields']} "
+            f"({'dict' if header['dict_inputs'] else 'tensor'} inputs)."
+        )
+    chunks = (_sequence_rows(_split(element, structure)[1], cache.sequence) for element in dataset)
+    if _fingerprint(chunks) != header["token_fingerprint"]:
+        raise ValueError(
+            f"`dataset` differs from the token data LM teacher cache "
+            f"{str(path)!r} was built from (other tokens, labels or weights, "
+            "another order, or a dataset that reshuffles); the fingerprint "
+            "covers every sequence. Rebuild the cache for this dataset."
+        )
+
+
+def _check_same_teacher(teacher, header: dict, path: PathLike) -> None:
+    if _teacher_fingerprint([teacher]) != header["teacher_fingerprint"]:
         raise ValueError(
             f"LM teacher cache {str(path)!r} was built for teacher "
             f"{header['teacher_name']!r} with other weights than the given teacher "
             f"{getattr(teacher, 'name', teacher)!r}. Rebuild the cache for this teacher."
         )
 
-    fields = list(header["sequence_fields"])
+
+#: The tf dtype of each field `_LMCacheFile.read` returns.
+_BATCH_DTYPES = {TOKEN_IDS: tf.int32, PADDING_MASK: tf.uint8, "labels": tf.int32,
+                 "sample_weight": tf.float32, "logits": tf.float32, "values": tf.float32,
+                 "indices": tf.int32, "tail": tf.float32}
+
+
+def _batch_fields(header: dict) -> tuple[list, dict]:
+    """The names of the arrays `_LMCacheFile.read` returns, in order, and the
+    static shape of each (the sequence fields are `(batch, sequence)`)."""
     top_k = header["top_k"]
     teacher_fields = ["logits"] if top_k is None else ["values", "indices", "tail"]
-    names = fields + teacher_fields
     length = header["sequence_length"]
     shapes = {
         "logits": [None, length, header["vocabulary_size"]],
@@ -821,35 +847,49 @@ def load_lm_cache(
         "indices": [None, length, top_k],
         "tail": [None, length],
     }
-    dtypes = {TOKEN_IDS: tf.int32, PADDING_MASK: tf.uint8, "labels": tf.int32,
-              "sample_weight": tf.float32, "logits": tf.float32, "values": tf.float32,
-              "indices": tf.int32, "tail": tf.float32}
+    names = list(header["sequence_fields"]) + teacher_fields
+    return names, {name: shapes.get(name, [None, length]) for name in names}
+
+
+def _distiller_element(batch: dict, header: dict):
+    """One dense batch -> `({"inputs": x, "teacher_logits": ...}, y,
+    sample_weight)`, without the parts the cached dataset did not have."""
+    if header["dict_inputs"]:
+        x = {TOKEN_IDS: batch[TOKEN_IDS]}
+        if PADDING_MASK in batch:
+            x[PADDING_MASK] = tf.cast(batch[PADDING_MASK], tf.bool)
+    else:
+        x = batch[TOKEN_IDS]
+    logits = batch["logits"] if header["top_k"] is None else {
+        "values": batch["values"], "indices": batch["indices"], "tail": batch["tail"]
+    }
+    element = ({INPUTS_KEY: x, TEACHER_LOGITS_KEY: logits},)
+    if "labels" in batch:
+        element += (batch["labels"],)
+    if "sample_weight" in batch:
+        element += (batch["sample_weight"],)
+    return element if len(element) > 1 else element[0]
+
+
+def _cached_lm_batches(cache: _LMCacheFile, batch_size: int, shuffle: bool,
+                       seed: Optional[int], drop_remainder: bool) -> tf.data.Dataset:
+    """The distiller's batches: shuffled sequence indices, each batch read
+    from the memory-mapped file."""
+    header = cache.header
+    names, shapes = _batch_fields(header)
 
     def read(indices):
         batch = cache.read(indices)
         return [batch[name] for name in names]
 
     def attach(indices):
-        arrays = tf.numpy_function(read, [indices], [dtypes[n] for n in names], stateful=False)
+        arrays = tf.numpy_function(read, [indices], [_BATCH_DTYPES[n] for n in names], stateful=False)
         batch = {}
         for name, array in zip(names, arrays):
-            array.set_shape(shapes.get(name, [None, length]))
+            # numpy_function loses the shapes; Keras needs the static ones.
+            array.set_shape(shapes[name])
             batch[name] = array
-        if header["dict_inputs"]:
-            x = {TOKEN_IDS: batch[TOKEN_IDS]}
-            if PADDING_MASK in batch:
-                x[PADDING_MASK] = tf.cast(batch[PADDING_MASK], tf.bool)
-        else:
-            x = batch[TOKEN_IDS]
-        logits = batch["logits"] if top_k is None else {
-            "values": batch["values"], "indices": batch["indices"], "tail": batch["tail"]
-        }
-        element = ({INPUTS_KEY: x, TEACHER_LOGITS_KEY: logits},)
-        if "labels" in batch:
-            element += (batch["labels"],)
-        if "sample_weight" in batch:
-            element += (batch["sample_weight"],)
-        return element if len(element) > 1 else element[0]
+        return _distiller_element(batch, header)
 
     ids = tf.data.Dataset.range(header["sequence_count"])
     if shuffle:

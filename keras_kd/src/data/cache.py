@@ -46,12 +46,13 @@ teacher runs once instead of every epoch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -438,7 +439,61 @@ def cache_teacher_outputs(
     >>> header["example_count"], header["num_classes"], header["top_k"]
     (10, 3, 2)
     """
+    # Arguments and path first: a bad one fails before the teacher pass.
     teachers = _teacher_list(teacher_or_teachers, "teacher_or_teachers")
+    views, batch_size, seed = _check_writer_arguments(
+        dtype, teacher_outputs, views, batch_size, seed, augment
+    )
+    verbose = _check_verbose(verbose)
+    path = _check_cache_path(path)
+    _check_finite_dataset(dataset, "dataset")
+    examples, count_hint = _example_dataset(dataset, "dataset")[:2]
+    batches = _teacher_input_batches(examples, augment, views, seed, batch_size)
+
+    # The record layout depends on the class count, which only a teacher
+    # call tells.
+    num_classes = _teacher_class_count(teachers, examples)
+    top_k = _check_class_top_k(top_k, num_classes)
+    layout = record_dtype(num_classes, top_k, dtype, views, len(teachers))
+    summarize = _teacher_batch_summarizer(
+        teachers, batches.element_spec, augment is not None, views, top_k, num_classes,
+        teacher_outputs,
+    )
+    header = _planned_header(
+        teachers, teacher_outputs, num_classes, dtype, top_k, views, augment, seed, layout
+    )
+
+    steps = None if count_hint is None else -(-count_hint // batch_size)
+    progbar = keras.utils.Progbar(steps, verbose=verbose, unit_name="step")
+    with _partial_cache_file(path, MAGIC, header["data_offset"]) as file:
+        written = _write_teacher_records(
+            file, batches, summarize, layout, header["teacher_names"], dtype,
+            augment is not None, progbar,
+        )
+        header.update(
+            example_count=written.count,
+            data_bytes=written.count * layout.itemsize,
+            data_checksum=written.checksum,
+            input_fingerprint=written.input_fingerprint,
+        )
+        _write_header(file, header, header["data_offset"], MAGIC)
+    _finish_progbar(progbar, written.steps)
+    return header
+
+
+def _check_writer_arguments(
+    dtype: str,
+    teacher_outputs: str,
+    views: int,
+    batch_size: int,
+    seed: int,
+    augment: Optional[Callable],
+) -> tuple[int, int, int]:
+    """The checked `(views, batch_size, seed)` of `cache_teacher_outputs`.
+
+    Everything that needs neither the teachers nor the data is refused here,
+    before the (possibly long) teacher pass starts.
+    """
     if dtype not in STORAGE_DTYPES:
         raise ValueError(
             f"`dtype` must be one of {STORAGE_DTYPES}. Received: dtype={dtype!r}."
@@ -461,10 +516,19 @@ def cache_teacher_outputs(
             f"`views={views}` needs an `augment` function: without one every "
             "view would be the same input."
         )
-    verbose = _check_verbose(verbose)
-    path = _check_cache_path(path)
-    _check_finite_dataset(dataset, "dataset")
-    examples, count_hint = _example_dataset(dataset, "dataset")[:2]
+    return views, batch_size, seed
+
+
+def _teacher_input_batches(
+    examples: tf.data.Dataset,
+    augment: Optional[Callable],
+    views: int,
+    seed: int,
+    batch_size: int,
+) -> tf.data.Dataset:
+    """Batches of what the teacher pass reads from `(x, y)` examples: `x`,
+    or with `augment`, `(x, stacked views)`, the views `(batch, views, ...)`.
+    """
 
     def with_views(index, example):
         x = example[0]
@@ -474,13 +538,19 @@ def cache_teacher_outputs(
         # The raw inputs travel along for the dataset fingerprint.
         return x, tf.nest.map_structure(lambda *a: tf.stack(a), *copies)
 
-    batches = (
+    # The example index seeds each view, so views are the same however the
+    # dataset is batched (and the loader can replay them).
+    return (
         tf.data.Dataset.zip((tf.data.Dataset.range(2**62), examples))
         .map(with_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
 
+
+def _teacher_class_count(teachers: list, examples: tf.data.Dataset) -> int:
+    """The number of classes every teacher outputs, from one call on the
+    first example (raises for an empty dataset or disagreeing teachers)."""
     first = next(iter(examples.take(1)), None)
     if first is None:
         raise ValueError("`dataset` is empty: there is nothing to cache.")
@@ -494,24 +564,43 @@ def cache_teacher_outputs(
             f"number of classes. Received output shapes: {shapes} for teachers "
             f"{[model.name for model in teachers]}."
         )
-    num_classes = classes.pop()
-    if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k < num_classes:
-            raise ValueError(
-                f"`top_k` must be None or an integer in [1, {num_classes}) for a "
-                f"teacher with {num_classes} classes (use top_k=None to store "
-                f"all of them). Received: top_k={top_k!r}."
-            )
-        top_k = int(top_k)
-    layout = record_dtype(num_classes, top_k, dtype, views, len(teachers))
-    names = [model.name for model in teachers]
+    return classes.pop()
+
+
+def _check_class_top_k(top_k, num_classes: int) -> Optional[int]:
+    """`top_k` as an int (or None); its bound is only known once the
+    teachers have given their class count."""
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k < num_classes:
+        raise ValueError(
+            f"`top_k` must be None or an integer in [1, {num_classes}) for a "
+            f"teacher with {num_classes} classes (use top_k=None to store "
+            f"all of them). Received: top_k={top_k!r}."
+        )
+    return int(top_k)
+
+
+def _teacher_batch_summarizer(
+    teachers: list,
+    element_spec,
+    augmented: bool,
+    views: int,
+    top_k: Optional[int],
+    num_classes: int,
+    teacher_outputs: str,
+) -> Callable:
+    """A `tf.function` from one element of `_teacher_input_batches` to
+    `(record fields, finite)`: the fields `(batch, views, teachers, ...)`,
+    `finite` `(batch, teachers)`, true where every view's outputs are finite.
+    """
 
     # One trace for every batch size, the last partial batch included.
-    @tf.function(input_signature=[batches.element_spec])
+    @tf.function(input_signature=[element_spec])
     def summarize(element):
-        x = element if augment is None else element[1]
+        x = element if not augmented else element[1]
         # (batch, views, ...) -> (batch * views, ...) for the teachers.
-        flat = x if augment is None else tf.nest.map_structure(
+        flat = x if not augmented else tf.nest.map_structure(
             lambda a: tf.reshape(a, tf.concat([[-1], tf.shape(a)[2:]], 0)), x
         )
         outputs, finite = [], []
@@ -531,9 +620,31 @@ def cache_teacher_outputs(
         finite = tf.reduce_all(tf.reshape(tf.stack(finite, axis=1), [-1, views, len(teachers)]), axis=1)
         return fields, finite
 
+    return summarize
+
+
+#: The header entries only known after the teacher pass: `_header_room`
+#: reserves room for their largest values.
+_GROWING = ("example_count", "data_bytes", "data_offset")
+
+
+def _planned_header(
+    teachers: list,
+    teacher_outputs: str,
+    num_classes: int,
+    dtype: str,
+    top_k: Optional[int],
+    views: int,
+    augment: Optional[Callable],
+    seed: int,
+    layout: np.dtype,
+) -> dict:
+    """The header before the teacher pass: counts, checksum and input
+    fingerprint are placeholders, `data_offset` is final (the records start
+    there whatever the counts turn out to be)."""
     header = {
         "format_version": FORMAT_VERSION,
-        "teacher_names": names,
+        "teacher_names": [model.name for model in teachers],
         "teacher_fingerprint": _teacher_fingerprint(teachers),
         "teacher_outputs": teacher_outputs,
         "num_teachers": len(teachers),
@@ -550,61 +661,108 @@ def cache_teacher_outputs(
         "data_offset": 0,
         "data_checksum": "0" * 32,
     }
-    data_offset = _header_room(header, ("example_count", "data_bytes", "data_offset"))
-    header["data_offset"] = data_offset
+    header["data_offset"] = _header_room(header, _GROWING)
+    return header
 
-    # A name of this writer's own (pid and random suffix): two processes
-    # caching to one path each write a whole file, and the last rename wins.
-    partial = _unique_sibling(path, "partial")
+
+class _WrittenRecords(NamedTuple):
+    """What the teacher pass learnt about the data it wrote."""
+
+    count: int  # examples
+    steps: int  # batches
+    checksum: str  # of the record bytes
+    input_fingerprint: str  # of every input, in order
+
+
+def _write_teacher_records(
+    file: BinaryIO,
+    batches: tf.data.Dataset,
+    summarize: Callable,
+    layout: np.dtype,
+    names: list,
+    dtype: str,
+    augmented: bool,
+    progbar: keras.utils.Progbar,
+) -> _WrittenRecords:
+    """The teacher pass: runs `summarize` batch by batch and appends the
+    records to `file`, checking each batch before it is written, so memory
+    holds one batch of outputs and a bad output stops the pass at once."""
     digest = hashlib.blake2b(digest_size=16)
     fingerprint = _InputFingerprint()
-    steps = None if count_hint is None else -(-count_hint // batch_size)
-    progbar = keras.utils.Progbar(steps, verbose=verbose, unit_name="step")
     count = step = 0
+    for element in batches:
+        fingerprint.update(tf.nest.map_structure(
+            lambda t: t.numpy(), element if not augmented else element[0]
+        ))
+        fields, finite = summarize(element)
+        _check_teacher_outputs(finite.numpy(), count, names)
+        records = _records_from_fields(fields, layout)
+        _check_stored_outputs(records, layout, count, names, dtype)
+        _write_checksummed(file, digest, records)
+        count += len(records)
+        step += 1
+        progbar.update(step, finalize=False)
+    return _WrittenRecords(count, step, digest.hexdigest(), fingerprint.hexdigest())
+
+
+def _records_from_fields(fields: dict, layout: np.dtype) -> np.ndarray:
+    """One batch's structured records from its `{field: tensor}`, cast to
+    the storage dtype."""
+    records = np.empty(len(fields[layout.names[0]]), dtype=layout)
+    # Silenced because the caller checks the stored values next and raises
+    # with the teacher and the examples, which the numpy warning cannot name.
+    with np.errstate(over="ignore"):
+        for name in layout.names:
+            records[name] = fields[name].numpy()
+    return records
+
+
+def _write_checksummed(file: BinaryIO, digest, array: np.ndarray) -> None:
+    """Appends `array`'s bytes to `file` and to the running `digest`."""
+    chunk = array.tobytes()
+    digest.update(chunk)
+    file.write(chunk)
+
+
+@contextlib.contextmanager
+def _partial_cache_file(path: Path, magic: bytes, data_offset: int) -> Iterator[BinaryIO]:
+    """A new file, opened for writing after `data_offset` bytes of room for
+    the header, that replaces `path` when the block completes.
+
+    The file has a name of this writer's own (pid and random suffix), so two
+    processes caching to one path each write a whole file and the last
+    rename wins; it is on disk before the rename, so a crash cannot leave an
+    empty file under the final name; and on any error it is removed, so an
+    interrupted run never leaves a file that looks finished.
+    """
+    partial = _unique_sibling(path, "partial")
     try:
         # os.open, not mkstemp: the file gets the umask's permissions.
         handle = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         with os.fdopen(handle, "wb") as file:
             file.write(b"\0" * data_offset)
-            for element in batches:
-                fingerprint.update(tf.nest.map_structure(
-                    lambda t: t.numpy(), element if augment is None else element[0]
-                ))
-                fields, finite = summarize(element)
-                _check_teacher_outputs(finite.numpy(), count, names)
-                records = np.empty(len(fields[layout.names[0]]), dtype=layout)
-                with np.errstate(over="ignore"):  # overflow is checked next
-                    for name in layout.names:
-                        records[name] = fields[name].numpy()
-                _check_stored_outputs(records, layout, count, names, dtype)
-                chunk = records.tobytes()
-                digest.update(chunk)
-                file.write(chunk)
-                count += len(records)
-                step += 1
-                progbar.update(step, finalize=False)
-            header.update(
-                example_count=count,
-                data_bytes=count * layout.itemsize,
-                data_checksum=digest.hexdigest(),
-                input_fingerprint=fingerprint.hexdigest(),
-            )
-            file.seek(0)
-            file.write(_encode_header(header, data_offset))
-            # On disk before the rename, so a crash cannot leave an empty
-            # file under the final name.
+            yield file
             file.flush()
             os.fsync(file.fileno())
         # Again: the pass took a while, and what is at `path` may have
         # changed (a directory, someone's file) since the first check.
-        _check_cache_path(path)
+        _check_cache_path(path, magic)
         os.replace(partial, path)
     finally:
         if partial.exists():
             partial.unlink()
-    progbar.target = step  # the step count is only known now for some datasets
-    progbar.update(step, finalize=True)
-    return header
+
+
+def _write_header(file: BinaryIO, header: dict, data_offset: int, magic: bytes) -> None:
+    """Writes the final header into the room reserved at the file's start."""
+    file.seek(0)
+    file.write(_encode_header(header, data_offset, magic))
+
+
+def _finish_progbar(progbar: keras.utils.Progbar, steps: int) -> None:
+    # The step count is only known now for datasets of unknown size.
+    progbar.target = steps
+    progbar.update(steps, finalize=True)
 
 
 def _check_cache_path(path: PathLike, magic: bytes = MAGIC) -> Path:
@@ -968,39 +1126,75 @@ def load_teacher_cache(
     >>> distiller.compile(optimizer="adam")
     >>> history = distiller.fit(train, epochs=1, verbose=0)
     """
+    # The cheap checks first; the fingerprint pass over `x` comes last.
     cache = TeacherCache(path, verify=verify)
-    header = cache.header
     batch_size = _check_int(batch_size, "batch_size", 1)
-    views = cache.views
+    _check_view(view, cache.views)
+    _check_same_augment(augment, cache.header, path)
+    if teacher is not None:
+        _check_same_teachers(_teacher_list(teacher, "teacher"), cache.header, path)
+    _check_finite_dataset(x, "x")
+    examples, count, has_labels, arrays = _example_dataset(x, "x", y)
+    _check_same_inputs(examples, count, arrays, cache, path)
+
+    if arrays is None:
+        pipeline, source = _streamed_examples, examples
+    else:
+        pipeline, source = _gathered_examples, arrays
+    dataset = pipeline(
+        source, len(cache), cache.views, view, augment, cache.header["seed"],
+        batch_size, shuffle, seed, shuffle_buffer, drop_remainder,
+    )
+    return _attach_teacher_logits(dataset, cache, has_labels, in_memory)
+
+
+def _check_view(view, views: int) -> None:
     if view not in ("random", "all"):
         if isinstance(view, bool) or not isinstance(view, (int, np.integer)) or not 0 <= view < views:
             raise ValueError(
                 f"`view` must be 'random', 'all' or a view index in [0, {views}). "
                 f"Received: view={view!r}."
             )
+
+
+def _check_same_augment(augment: Optional[Callable], header: dict, path: PathLike) -> None:
+    """Raises unless `augment` is the function the views were cached with:
+    any other would give the student views the teacher never saw."""
     if _augment_name(augment) != header["augment"]:
         raise ValueError(
             f"Teacher cache {str(path)!r} was built with augment="
             f"{header['augment']!r}; its views can only be replayed with the "
             f"same function. Received: augment={_augment_name(augment)!r}."
         )
-    if teacher is not None:
-        teachers = _teacher_list(teacher, "teacher")
-        if _teacher_fingerprint(teachers) != header["teacher_fingerprint"]:
-            raise ValueError(
-                f"Teacher cache {str(path)!r} was built for teacher(s) "
-                f"{header['teacher_names']} with other weights than the given "
-                f"teacher(s) {[m.name for m in teachers]}. Rebuild the cache "
-                "for this teacher."
-            )
-    _check_finite_dataset(x, "x")
-    examples, count, has_labels, arrays = _example_dataset(x, "x", y)
+
+
+def _check_same_teachers(teachers: list, header: dict, path: PathLike) -> None:
+    if _teacher_fingerprint(teachers) != header["teacher_fingerprint"]:
+        raise ValueError(
+            f"Teacher cache {str(path)!r} was built for teacher(s) "
+            f"{header['teacher_names']} with other weights than the given "
+            f"teacher(s) {[m.name for m in teachers]}. Rebuild the cache "
+            "for this teacher."
+        )
+
+
+def _check_same_inputs(
+    examples: tf.data.Dataset,
+    count: Optional[int],
+    arrays,
+    cache: TeacherCache,
+    path: PathLike,
+) -> None:
+    """Raises unless the examples are the cached ones: same count, then
+    same fingerprint (every example, in order)."""
     if count is None:
         # A dataset of unknown size: the fingerprint pass counts it.
         fingerprint = _input_fingerprint(examples, arrays)
         count = fingerprint.count
     else:
         fingerprint = None
+    # A known count is checked before the fingerprint pass: that costs
+    # nothing and says more than a fingerprint mismatch would.
     if count != len(cache):
         raise ValueError(
             f"Teacher cache {str(path)!r} holds {len(cache)} examples, but `x` "
@@ -1008,7 +1202,7 @@ def load_teacher_cache(
         )
     if fingerprint is None:
         fingerprint = _input_fingerprint(examples, arrays)
-    if fingerprint.hexdigest() != header["input_fingerprint"]:
+    if fingerprint.hexdigest() != cache.header["input_fingerprint"]:
         raise ValueError(
             f"The inputs `x` differ from those teacher cache {str(path)!r} was "
             "built from (other data, another order, other preprocessing, or a "
@@ -1016,16 +1210,6 @@ def load_teacher_cache(
             "Pass the same inputs, in the same order, unshuffled; "
             "`shuffle=True` shuffles them here."
         )
-
-    if arrays is None:
-        pipeline, source = _streamed_examples, examples
-    else:
-        pipeline, source = _gathered_examples, arrays
-    dataset = pipeline(
-        source, len(cache), views, view, augment, header["seed"],
-        batch_size, shuffle, seed, shuffle_buffer, drop_remainder,
-    )
-    return _attach_teacher_logits(dataset, cache, has_labels, in_memory)
 
 
 #: Caches up to this size are read into memory by `load_teacher_cache`.

@@ -46,12 +46,13 @@ name and renamed over `path` when complete, like `cache_teacher_outputs`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Optional, Union
+from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional, Union
 
 import keras
 import numpy as np
@@ -65,15 +66,19 @@ from keras_kd.src.data.cache import (
     _check_cache_path,
     _check_finite_dataset,
     _check_int,
-    _encode_header,
     _file_digest,
+    _finish_progbar,
     _header_room,
     _index_ranges,
     _InputFingerprint,
+    _partial_cache_file,
     _read_prefix,
     _record_layout,
+    _records_from_fields,
     _summarize_outputs,
     _teacher_fingerprint,
+    _write_checksummed,
+    _write_header,
 )
 from keras_kd.src.utils.io_utils import check_verbose as _check_verbose
 from keras_kd.src.utils.io_utils import unique_sibling as _unique_sibling
@@ -348,19 +353,70 @@ def cache_lm_teacher_outputs(
     >>> header["sequence_count"], header["token_count"], header["vocabulary_size"]
     (6, 45, 50)
     """
+    # Arguments, dataset structure and path first: a bad one fails before
+    # the teacher pass.
     _check_teacher(teacher)
     _check_dtype(dtype)
     verbose = _check_verbose(verbose)
     structure = _dataset_structure(dataset)
     _check_finite_dataset(dataset, "dataset")
+    _check_top_k_floor(top_k)
+    path = _check_cache_path(path, magic=MAGIC)
+
+    # The record layouts depend on the vocabulary size and sequence length,
+    # which only a teacher call on the first batch tells.
+    vocabulary_size, sequence_length = _teacher_output_size(teacher, dataset, structure)
+    top_k = _check_top_k(top_k, vocabulary_size)
+    token_layout = _token_layout(vocabulary_size, top_k, dtype)
+    sequence_layout = _sequence_layout(sequence_length, structure["fields"])
+    summarize = _token_summarizer(teacher, dataset.element_spec, vocabulary_size, top_k)
+    header = _planned_lm_header(teacher, vocabulary_size, top_k, dtype, structure,
+                                token_layout, sequence_layout)
+
+    records_offset = header["records_offset"]
+    cardinality = int(dataset.cardinality())
+    progbar = keras.utils.Progbar(cardinality if cardinality >= 0 else None,
+                                  verbose=verbose, unit_name="step")
+    # The sequence records wait in a side file, to follow the token records
+    # whose total size is only known at the end.
+    with (
+        _partial_cache_file(path, MAGIC, records_offset) as file,
+        _scratch_file(path, "sequences") as side_file,
+    ):
+        written = _write_token_records(file, side_file, dataset, structure, summarize,
+                                       token_layout, sequence_layout, teacher.name, dtype,
+                                       progbar)
+        records_bytes = written.tokens * token_layout.itemsize
+        sequences_offset = _append_sequences(file, side_file, records_offset + records_bytes)
+        header.update(
+            sequence_count=written.sequences,
+            token_count=written.tokens,
+            records_bytes=records_bytes,
+            sequences_offset=sequences_offset,
+            sequences_bytes=written.sequences * sequence_layout.itemsize,
+            records_checksum=written.records_checksum,
+            sequences_checksum=written.sequences_checksum,
+            token_fingerprint=written.token_fingerprint,
+        )
+        _write_header(file, header, records_offset, MAGIC)
+    _finish_progbar(progbar, written.steps)
+    return header
+
+
+def _check_top_k_floor(top_k) -> None:
+    """Refuses a `top_k` below 1 before the teacher pass; its upper bound is
+    checked once the teacher's vocabulary is known (`_check_top_k`)."""
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        # The upper bound is checked once the teacher's vocabulary is known.
         raise ValueError(
             f"`top_k` must be None or an integer >= 1 (and below the teacher's "
             f"vocabulary size). Received: top_k={top_k!r}."
         )
-    path = _check_cache_path(path, magic=MAGIC)
 
+
+def _teacher_output_size(teacher: keras.Model, dataset: tf.data.Dataset,
+                         structure: dict) -> tuple[int, int]:
+    """`(vocabulary_size, sequence_length)` from one teacher call on the
+    first batch (raises for an empty dataset or a non-LM output shape)."""
     first = next(iter(dataset.take(1)), None)
     if first is None:
         raise ValueError("`dataset` is empty: there is nothing to cache.")
@@ -373,14 +429,15 @@ def cache_lm_teacher_outputs(
             f"token_ids of shape {ids_shape}. Received output shape {output_shape} "
             f"from teacher {teacher.name!r}."
         )
-    vocabulary_size = int(output_shape[-1])
-    top_k = _check_top_k(top_k, vocabulary_size)
-    sequence_length = int(ids_shape[1])
-    token_layout = _token_layout(vocabulary_size, top_k, dtype)
-    sequence_layout = _sequence_layout(sequence_length, structure["fields"])
+    return int(output_shape[-1]), int(ids_shape[1])
 
-    x_spec = (dataset.element_spec if not isinstance(dataset.element_spec, tuple)
-              else dataset.element_spec[0])
+
+def _token_summarizer(teacher: keras.Model, element_spec, vocabulary_size: int,
+                      top_k: Optional[int]) -> Callable:
+    """A `tf.function` from `(x, stored mask)` of one batch to `(token record
+    fields, finite)`, one row per stored token."""
+    x_spec = element_spec if not isinstance(element_spec, tuple) else element_spec[0]
+    # Any batch size and sequence length: one trace for the whole dataset.
     relaxed = tf.nest.map_structure(lambda s: tf.TensorSpec([None, None], s.dtype), x_spec)
 
     @tf.function(input_signature=[relaxed, tf.TensorSpec([None, None], tf.bool)])
@@ -394,6 +451,14 @@ def cache_lm_teacher_outputs(
         finite = tf.reduce_all(tf.math.is_finite(rows), axis=-1)
         return _summarize_outputs(rows, top_k, vocabulary_size), finite
 
+    return summarize
+
+
+def _planned_lm_header(teacher: keras.Model, vocabulary_size: int, top_k: Optional[int],
+                       dtype: str, structure: dict, token_layout: np.dtype,
+                       sequence_layout: np.dtype) -> dict:
+    """The header before the teacher pass: counts, checksums, fingerprint
+    and the sequences' offset are placeholders, `records_offset` is final."""
     header = {
         "format_version": FORMAT_VERSION,
         "teacher_name": teacher.name,
@@ -401,7 +466,7 @@ def cache_lm_teacher_outputs(
         "vocabulary_size": vocabulary_size,
         "top_k": top_k,
         "dtype": dtype,
-        "sequence_length": sequence_length,
+        "sequence_length": int(sequence_layout[TOKEN_IDS].shape[0]),
         "dict_inputs": structure["dict_inputs"],
         "sequence_fields": structure["fields"],
         "sequence_count": 0,
@@ -416,85 +481,106 @@ def cache_lm_teacher_outputs(
         "records_checksum": "0" * 32,
         "sequences_checksum": "0" * 32,
     }
-    header["records_offset"] = records_offset = _header_room(header, _GROWING)
+    header["records_offset"] = _header_room(header, _GROWING)
+    return header
 
-    partial = _unique_sibling(path, "partial")
-    side = _unique_sibling(path, "sequences")
+
+class _WrittenTokens(NamedTuple):
+    """What the teacher pass learnt about the data it wrote."""
+
+    sequences: int
+    tokens: int  # stored tokens, one record each
+    steps: int  # batches
+    records_checksum: str
+    sequences_checksum: str
+    token_fingerprint: str  # of every sequence record, in order
+
+
+def _write_token_records(
+    file: BinaryIO,
+    side_file: BinaryIO,
+    dataset: tf.data.Dataset,
+    structure: dict,
+    summarize: Callable,
+    token_layout: np.dtype,
+    sequence_layout: np.dtype,
+    teacher_name: str,
+    dtype: str,
+    progbar: keras.utils.Progbar,
+) -> _WrittenTokens:
+    """The teacher pass: token records to `file`, sequence records to
+    `side_file`, batch by batch, each batch checked before it is written,
+    so memory holds one batch of outputs and a bad output stops the pass at
+    once."""
+    sequence_length = sequence_layout[TOKEN_IDS].shape[0]
     records_digest = hashlib.blake2b(digest_size=16)
     sequences_digest = hashlib.blake2b(digest_size=16)
     fingerprint = _InputFingerprint()
-    cardinality = int(dataset.cardinality())
-    progbar = keras.utils.Progbar(cardinality if cardinality >= 0 else None,
-                                  verbose=verbose, unit_name="step")
     sequences = tokens = step = 0
+    for element in dataset:
+        x, arrays = _split(element, structure)
+        _check_batch_shapes(arrays, sequence_length, step)
+        rows = _sequence_rows(arrays, sequence_layout)
+        mask = _stored_mask(rows)
+        fields, finite = summarize(x, tf.constant(mask))
+        where = np.argwhere(mask) + [sequences, 0]
+        _check_finite_tokens(finite.numpy(), where, teacher_name, "returned non-finite logits (NaN or inf)", "")
+        records = _records_from_fields(fields, token_layout)
+        _check_finite_tokens(
+            _finite_records(records), where, teacher_name,
+            f"returned logits beyond the range of dtype={dtype!r} "
+            f"(|x| > {float(np.finfo(dtype).max):g})",
+            " Use dtype='float32', which holds them." if dtype == "float16" else "",
+        )
+        _write_checksummed(file, records_digest, records)
+        fingerprint.update({name: rows[name] for name in rows.dtype.names})
+        _write_checksummed(side_file, sequences_digest, rows)
+        sequences += len(rows)
+        tokens += len(records)
+        step += 1
+        progbar.update(step, finalize=False)
+    return _WrittenTokens(sequences, tokens, step, records_digest.hexdigest(),
+                          sequences_digest.hexdigest(), fingerprint.hexdigest())
+
+
+def _check_batch_shapes(arrays: dict, sequence_length: int, step: int) -> None:
+    """Raises unless every tensor of batch `step` is `(batch, sequence_length)`:
+    the file's sequence records all have the first batch's length."""
+    shapes = {name: array.shape for name, array in arrays.items()}
+    if len(set(shapes.values())) != 1 or shapes[TOKEN_IDS][1] != sequence_length:
+        raise ValueError(
+            "Every batch of `dataset` must hold `(batch, sequence)` "
+            f"tensors of one sequence length ({sequence_length}, from "
+            f"the first batch). Batch {step} has shapes {shapes}."
+        )
+
+
+def _append_sequences(file: BinaryIO, side_file: BinaryIO, records_end: int) -> int:
+    """Copies the sequence records of `side_file` into `file` after the token
+    records (which end at `records_end`) and returns their offset."""
+    # On an `_ALIGN` boundary, like the token records: the loader
+    # memory-maps each section from its offset.
+    sequences_offset = -(-records_end // _ALIGN) * _ALIGN
+    file.write(b"\0" * (sequences_offset - records_end))
+    side_file.seek(0)
+    shutil.copyfileobj(side_file, file, _CHUNK)
+    return sequences_offset
+
+
+@contextlib.contextmanager
+def _scratch_file(path: Path, tag: str) -> Iterator[BinaryIO]:
+    """A private temporary file next to `path`, opened for reading and
+    writing, removed when the block ends."""
+    # Next to `path`, like the partial file: on the file system that must
+    # hold the cache (and so these records) anyway.
+    scratch = _unique_sibling(path, tag)
     try:
-        handle = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        side_handle = os.open(side, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-        with os.fdopen(handle, "wb") as file, os.fdopen(side_handle, "w+b") as side_file:
-            file.write(b"\0" * records_offset)
-            for element in dataset:
-                x, arrays = _split(element, structure)
-                shapes = {name: array.shape for name, array in arrays.items()}
-                if len(set(shapes.values())) != 1 or shapes[TOKEN_IDS][1] != sequence_length:
-                    raise ValueError(
-                        "Every batch of `dataset` must hold `(batch, sequence)` "
-                        f"tensors of one sequence length ({sequence_length}, from "
-                        f"the first batch). Batch {step} has shapes {shapes}."
-                    )
-                rows = _sequence_rows(arrays, sequence_layout)
-                mask = _stored_mask(rows)
-                fields, finite = summarize(x, tf.constant(mask))
-                where = np.argwhere(mask) + [sequences, 0]
-                _check_finite_tokens(finite.numpy(), where, teacher.name, "returned non-finite logits (NaN or inf)", "")
-                records = np.empty(len(where), dtype=token_layout)
-                with np.errstate(over="ignore"):  # overflow is checked next
-                    for name in token_layout.names:
-                        records[name] = fields[name].numpy()
-                _check_finite_tokens(
-                    _finite_records(records), where, teacher.name,
-                    f"returned logits beyond the range of dtype={dtype!r} "
-                    f"(|x| > {float(np.finfo(dtype).max):g})",
-                    " Use dtype='float32', which holds them." if dtype == "float16" else "",
-                )
-                chunk = records.tobytes()
-                records_digest.update(chunk)
-                file.write(chunk)
-                fingerprint.update({name: rows[name] for name in rows.dtype.names})
-                chunk = rows.tobytes()
-                sequences_digest.update(chunk)
-                side_file.write(chunk)
-                sequences += len(rows)
-                tokens += len(records)
-                step += 1
-                progbar.update(step, finalize=False)
-            records_bytes = tokens * token_layout.itemsize
-            sequences_offset = -(-(records_offset + records_bytes) // _ALIGN) * _ALIGN
-            file.write(b"\0" * (sequences_offset - records_offset - records_bytes))
-            side_file.seek(0)
-            shutil.copyfileobj(side_file, file, _CHUNK)
-            header.update(
-                sequence_count=sequences,
-                token_count=tokens,
-                records_bytes=records_bytes,
-                sequences_offset=sequences_offset,
-                sequences_bytes=sequences * sequence_layout.itemsize,
-                records_checksum=records_digest.hexdigest(),
-                sequences_checksum=sequences_digest.hexdigest(),
-                token_fingerprint=fingerprint.hexdigest(),
-            )
-            file.seek(0)
-            file.write(_encode_header(header, records_offset, magic=MAGIC))
-            file.flush()
-            os.fsync(file.fileno())
-        _check_cache_path(path, magic=MAGIC)
-        os.replace(partial, path)
+        handle = os.open(scratch, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        with os.fdopen(handle, "w+b") as file:
+            yield file
     finally:
-        for temporary in (partial, side):
-            if temporary.exists():
-                temporary.unlink()
-    progbar.target = step
-    progbar.update(step, finalize=True)
-    return header
+        if scratch.exists():
+            scratch.unlink()
 
 
 def _finite_records(records: np.ndarray) -> np.ndarray:
@@ -692,42 +778,68 @@ def load_lm_cache(
     """
     batch_size = _check_int(batch_size, "batch_size", 1)
     cache = _LMCacheFile(path, verify=verify)
-    header = cache.header
     if verify:
-        if _fingerprint(cache.sequence_chunks()) != header["token_fingerprint"]:
-            raise ValueError(
-                f"The token data in LM teacher cache {str(path)!r} does not match "
-                "the fingerprint in its header: the file is corrupted. Rebuild it "
-                "with `cache_lm_teacher_outputs`."
-            )
+        _check_token_fingerprint(cache, path)
     if dataset is not None:
-        structure = _dataset_structure(dataset)
-        if structure["fields"] != header["sequence_fields"] or structure["dict_inputs"] != header["dict_inputs"]:
-            raise ValueError(
-                f"`dataset` yields {structure['fields']} "
-                f"({'dict' if structure['dict_inputs'] else 'tensor'} inputs), but LM "
-                f"teacher cache {str(path)!r} was built from {header['sequence_fields']} "
-                f"({'dict' if header['dict_inputs'] else 'tensor'} inputs)."
-            )
-        chunks = (_sequence_rows(_split(element, structure)[1], cache.sequence) for element in dataset)
-        if _fingerprint(chunks) != header["token_fingerprint"]:
-            raise ValueError(
-                f"`dataset` differs from the token data LM teacher cache "
-                f"{str(path)!r} was built from (other tokens, labels or weights, "
-                "another order, or a dataset that reshuffles); the fingerprint "
-                "covers every sequence. Rebuild the cache for this dataset."
-            )
-    if teacher is not None and _teacher_fingerprint([teacher]) != header["teacher_fingerprint"]:
+        _check_same_dataset(dataset, cache, path)
+    if teacher is not None:
+        _check_same_teacher(teacher, cache.header, path)
+    return _cached_lm_batches(cache, batch_size, shuffle, seed, drop_remainder)
+
+
+def _check_token_fingerprint(cache: _LMCacheFile, path: PathLike) -> None:
+    """Raises when the stored token data does not match its fingerprint
+    (the checksums cover the bytes; this covers what they decode to)."""
+    if _fingerprint(cache.sequence_chunks()) != cache.header["token_fingerprint"]:
+        raise ValueError(
+            f"The token data in LM teacher cache {str(path)!r} does not match "
+            "the fingerprint in its header: the file is corrupted. Rebuild it "
+            "with `cache_lm_teacher_outputs`."
+        )
+
+
+def _check_same_dataset(dataset: tf.data.Dataset, cache: _LMCacheFile, path: PathLike) -> None:
+    """Raises unless `dataset` is the one the cache was built from: same
+    structure, then same fingerprint (every sequence, in order)."""
+    header = cache.header
+    structure = _dataset_structure(dataset)
+    if structure["fields"] != header["sequence_fields"] or structure["dict_inputs"] != header["dict_inputs"]:
+        raise ValueError(
+            f"`dataset` yields {structure['fields']} "
+            f"({'dict' if structure['dict_inputs'] else 'tensor'} inputs), but LM "
+            f"teacher cache {str(path)!r} was built from {header['sequence_fields']} "
+            f"({'dict' if header['dict_inputs'] else 'tensor'} inputs)."
+        )
+    chunks = (_sequence_rows(_split(element, structure)[1], cache.sequence) for element in dataset)
+    if _fingerprint(chunks) != header["token_fingerprint"]:
+        raise ValueError(
+            f"`dataset` differs from the token data LM teacher cache "
+            f"{str(path)!r} was built from (other tokens, labels or weights, "
+            "another order, or a dataset that reshuffles); the fingerprint "
+            "covers every sequence. Rebuild the cache for this dataset."
+        )
+
+
+def _check_same_teacher(teacher, header: dict, path: PathLike) -> None:
+    if _teacher_fingerprint([teacher]) != header["teacher_fingerprint"]:
         raise ValueError(
             f"LM teacher cache {str(path)!r} was built for teacher "
             f"{header['teacher_name']!r} with other weights than the given teacher "
             f"{getattr(teacher, 'name', teacher)!r}. Rebuild the cache for this teacher."
         )
 
-    fields = list(header["sequence_fields"])
+
+#: The tf dtype of each field `_LMCacheFile.read` returns.
+_BATCH_DTYPES = {TOKEN_IDS: tf.int32, PADDING_MASK: tf.uint8, "labels": tf.int32,
+                 "sample_weight": tf.float32, "logits": tf.float32, "values": tf.float32,
+                 "indices": tf.int32, "tail": tf.float32}
+
+
+def _batch_fields(header: dict) -> tuple[list, dict]:
+    """The names of the arrays `_LMCacheFile.read` returns, in order, and the
+    static shape of each (the sequence fields are `(batch, sequence)`)."""
     top_k = header["top_k"]
     teacher_fields = ["logits"] if top_k is None else ["values", "indices", "tail"]
-    names = fields + teacher_fields
     length = header["sequence_length"]
     shapes = {
         "logits": [None, length, header["vocabulary_size"]],
@@ -735,35 +847,49 @@ def load_lm_cache(
         "indices": [None, length, top_k],
         "tail": [None, length],
     }
-    dtypes = {TOKEN_IDS: tf.int32, PADDING_MASK: tf.uint8, "labels": tf.int32,
-              "sample_weight": tf.float32, "logits": tf.float32, "values": tf.float32,
-              "indices": tf.int32, "tail": tf.float32}
+    names = list(header["sequence_fields"]) + teacher_fields
+    return names, {name: shapes.get(name, [None, length]) for name in names}
+
+
+def _distiller_element(batch: dict, header: dict):
+    """One dense batch -> `({"inputs": x, "teacher_logits": ...}, y,
+    sample_weight)`, without the parts the cached dataset did not have."""
+    if header["dict_inputs"]:
+        x = {TOKEN_IDS: batch[TOKEN_IDS]}
+        if PADDING_MASK in batch:
+            x[PADDING_MASK] = tf.cast(batch[PADDING_MASK], tf.bool)
+    else:
+        x = batch[TOKEN_IDS]
+    logits = batch["logits"] if header["top_k"] is None else {
+        "values": batch["values"], "indices": batch["indices"], "tail": batch["tail"]
+    }
+    element = ({INPUTS_KEY: x, TEACHER_LOGITS_KEY: logits},)
+    if "labels" in batch:
+        element += (batch["labels"],)
+    if "sample_weight" in batch:
+        element += (batch["sample_weight"],)
+    return element if len(element) > 1 else element[0]
+
+
+def _cached_lm_batches(cache: _LMCacheFile, batch_size: int, shuffle: bool,
+                       seed: Optional[int], drop_remainder: bool) -> tf.data.Dataset:
+    """The distiller's batches: shuffled sequence indices, each batch read
+    from the memory-mapped file."""
+    header = cache.header
+    names, shapes = _batch_fields(header)
 
     def read(indices):
         batch = cache.read(indices)
         return [batch[name] for name in names]
 
     def attach(indices):
-        arrays = tf.numpy_function(read, [indices], [dtypes[n] for n in names], stateful=False)
+        arrays = tf.numpy_function(read, [indices], [_BATCH_DTYPES[n] for n in names], stateful=False)
         batch = {}
         for name, array in zip(names, arrays):
-            array.set_shape(shapes.get(name, [None, length]))
+            # numpy_function loses the shapes; Keras needs the static ones.
+            array.set_shape(shapes[name])
             batch[name] = array
-        if header["dict_inputs"]:
-            x = {TOKEN_IDS: batch[TOKEN_IDS]}
-            if PADDING_MASK in batch:
-                x[PADDING_MASK] = tf.cast(batch[PADDING_MASK], tf.bool)
-        else:
-            x = batch[TOKEN_IDS]
-        logits = batch["logits"] if top_k is None else {
-            "values": batch["values"], "indices": batch["indices"], "tail": batch["tail"]
-        }
-        element = ({INPUTS_KEY: x, TEACHER_LOGITS_KEY: logits},)
-        if "labels" in batch:
-            element += (batch["labels"],)
-        if "sample_weight" in batch:
-            element += (batch["sample_weight"],)
-        return element if len(element) > 1 else element[0]
+        return _distiller_element(batch, header)
 
     ids = tf.data.Dataset.range(header["sequence_count"])
     if shuffle:

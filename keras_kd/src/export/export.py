@@ -649,38 +649,16 @@ def float_ops(flatbuffer: bytes) -> list:
 
 def _convert_to_tflite(saved_model_dir: str, quantization, calibration, int8_io: bool,
                        quantization_aware: bool = False) -> bytes:
-    import tensorflow as tf
-
+    """The LiteRT flatbuffer of the SavedModel's serving signature."""
     if quantization == "int8" and quantization_aware:
-        # The fake-quant ops in the graph carry every range: the converter's
-        # quantization-aware path needs no representative dataset (and
-        # TFLITE_BUILTINS_INT8 would demand one), so int8-ness is checked on
-        # the result instead.
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            saved_model_dir, signature_keys=[SIGNATURE_NAME]
-        )
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        try:
-            with warnings.catch_warnings():
-                # "Statistics for quantized inputs were expected": they are in the graph.
-                warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-                flatbuffer = converter.convert()
-        except Exception as error:
-            raise RuntimeError(
-                f"The LiteRT converter failed on the quantization-aware model: {error}"
-            ) from error
-        still_float = float_ops(flatbuffer)
-        if still_float:
-            raise RuntimeError(
-                "The quantization-aware model did not convert to a full-integer model: "
-                f"these ops still run in float32: {sorted(set(still_float))}. A tensor "
-                "feeding them has no fake-quantization range."
-            )
-        return flatbuffer
+        return _convert_quantization_aware(saved_model_dir, int8_io)
+    return _convert_post_training(saved_model_dir, quantization, calibration, int8_io)
+
+
+def _builtin_ops_converter(saved_model_dir: str) -> Any:  # a tf.lite.TFLiteConverter
+    """A `tf.lite.TFLiteConverter` of the serving signature, limited to
+    builtin ops."""
+    import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=[SIGNATURE_NAME]
@@ -688,6 +666,49 @@ def _convert_to_tflite(saved_model_dir: str, quantization, calibration, int8_io:
     # Builtin ops only: a file that needs the Flex (TF ops) delegate would not
     # run in a plain LiteRT runtime, which is the point of exporting.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def _convert_quantization_aware(saved_model_dir: str, int8_io: bool) -> bytes:
+    """Full-integer conversion of a quantization-aware model, checked to be
+    int8 throughout."""
+    import tensorflow as tf
+
+    # The fake-quant ops in the graph carry every range: the converter's
+    # quantization-aware path needs no representative dataset (and
+    # TFLITE_BUILTINS_INT8 would demand one), so int8-ness is checked on
+    # the result instead.
+    converter = _builtin_ops_converter(saved_model_dir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        with warnings.catch_warnings():
+            # "Statistics for quantized inputs were expected": they are in the graph.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            flatbuffer = converter.convert()
+    except Exception as error:
+        raise RuntimeError(
+            f"The LiteRT converter failed on the quantization-aware model: {error}"
+        ) from error
+    still_float = float_ops(flatbuffer)
+    if still_float:
+        raise RuntimeError(
+            "The quantization-aware model did not convert to a full-integer model: "
+            f"these ops still run in float32: {sorted(set(still_float))}. A tensor "
+            "feeding them has no fake-quantization range."
+        )
+    return flatbuffer
+
+
+def _convert_post_training(saved_model_dir: str, quantization: Optional[str],
+                           calibration: Optional[np.ndarray], int8_io: bool) -> bytes:
+    """Float32, or post-training quantization (`"int8"` calibrated on
+    `calibration`)."""
+    import tensorflow as tf
+
+    converter = _builtin_ops_converter(saved_model_dir)
     if quantization is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":

@@ -333,24 +333,7 @@ def _as_inputs(data, argument: str, feature_shape, dtype: str, limit: Optional[i
 
     labels = None
     if isinstance(data, tf.data.Dataset):
-        if limit is not None:
-            # Enough elements even if the dataset is not batched.
-            data = data.take(limit)
-        xs, ys = [], []
-        rank = len(feature_shape)
-        for element in data.as_numpy_iterator():
-            x, y = element[:2] if isinstance(element, tuple) else (element, None)
-            x = np.asarray(x)
-            if x.ndim == rank:
-                x = x[None]
-                y = None if y is None else np.asarray(y)[None]
-            xs.append(x)
-            if y is not None:
-                ys.append(np.asarray(y))
-        if not xs:
-            raise ValueError(f"`{argument}` is an empty dataset.")
-        data = np.concatenate(xs)
-        labels = np.concatenate(ys) if len(ys) == len(xs) else None
+        data, labels = _dataset_arrays(data, argument, feature_shape, limit)
     elif isinstance(data, tuple) and len(data) == 2:
         data, labels = data
         labels = np.asarray(labels)
@@ -361,6 +344,44 @@ def _as_inputs(data, argument: str, feature_shape, dtype: str, limit: Optional[i
             f"{type(data).__name__}."
         )
     x = np.asarray(data)
+    _check_input_array(x, argument, feature_shape, dtype)
+    if labels is not None and len(labels) != len(x):
+        raise ValueError(
+            f"`{argument}` has {len(x)} inputs but {len(labels)} labels."
+        )
+    if limit is not None:
+        x = x[:limit]
+        labels = None if labels is None else labels[:limit]
+    return x.astype(dtype, copy=False), labels
+
+
+def _dataset_arrays(dataset: Any, argument: str, feature_shape: tuple,
+                    limit: Optional[int]) -> tuple:
+    """`(x, y)` numpy arrays gathered from a `tf.data.Dataset` of inputs or
+    `(x, y)` pairs, batched or not; `y` is None unless every element has
+    labels."""
+    if limit is not None:
+        # Enough elements even if the dataset is not batched.
+        dataset = dataset.take(limit)
+    xs, ys = [], []
+    rank = len(feature_shape)
+    for element in dataset.as_numpy_iterator():
+        x, y = element[:2] if isinstance(element, tuple) else (element, None)
+        x = np.asarray(x)
+        if x.ndim == rank:  # an unbatched element: one example
+            x = x[None]
+            y = None if y is None else np.asarray(y)[None]
+        xs.append(x)
+        if y is not None:
+            ys.append(np.asarray(y))
+    if not xs:
+        raise ValueError(f"`{argument}` is an empty dataset.")
+    return np.concatenate(xs), (np.concatenate(ys) if len(ys) == len(xs) else None)
+
+
+def _check_input_array(x: np.ndarray, argument: str, feature_shape: tuple, dtype: str) -> None:
+    """Refuses inputs of another shape than the model's, none at all, or of
+    the wrong kind of dtype (floats for an integer input, or the reverse)."""
     expected = "(batch, " + ", ".join("None" if d is None else str(d) for d in feature_shape) + ")"
     compatible = x.ndim == len(feature_shape) + 1 and all(
         want is None or want == got for want, got in zip(feature_shape, x.shape[1:])
@@ -374,20 +395,14 @@ def _as_inputs(data, argument: str, feature_shape, dtype: str, limit: Optional[i
         raise ValueError(f"`{argument}` holds no examples (shape {x.shape}).")
     want_float = np.issubdtype(np.dtype(dtype), np.floating)
     if want_float != np.issubdtype(x.dtype, np.floating) or x.dtype == np.bool_:
+        # Casting would run the model on garbage (e.g. uint8 pixels 0..255 for
+        # a model trained on [0, 1]): the user has to convert.
         hint = (" Scale and cast it the way the model was trained, e.g. "
                 "`x.astype('float32') / 255`." if want_float else "")
         raise ValueError(
             f"`{argument}` has dtype {x.dtype}, but the model's input is "
             f"{dtype}.{hint}"
         )
-    if labels is not None and len(labels) != len(x):
-        raise ValueError(
-            f"`{argument}` has {len(x)} inputs but {len(labels)} labels."
-        )
-    if limit is not None:
-        x = x[:limit]
-        labels = None if labels is None else labels[:limit]
-    return x.astype(dtype, copy=False), labels
 
 
 # --------------------------------------------------------------- writing

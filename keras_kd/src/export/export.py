@@ -333,24 +333,7 @@ def _as_inputs(data, argument: str, feature_shape, dtype: str, limit: Optional[i
 
     labels = None
     if isinstance(data, tf.data.Dataset):
-        if limit is not None:
-            # Enough elements even if the dataset is not batched.
-            data = data.take(limit)
-        xs, ys = [], []
-        rank = len(feature_shape)
-        for element in data.as_numpy_iterator():
-            x, y = element[:2] if isinstance(element, tuple) else (element, None)
-            x = np.asarray(x)
-            if x.ndim == rank:
-                x = x[None]
-                y = None if y is None else np.asarray(y)[None]
-            xs.append(x)
-            if y is not None:
-                ys.append(np.asarray(y))
-        if not xs:
-            raise ValueError(f"`{argument}` is an empty dataset.")
-        data = np.concatenate(xs)
-        labels = np.concatenate(ys) if len(ys) == len(xs) else None
+        data, labels = _dataset_arrays(data, argument, feature_shape, limit)
     elif isinstance(data, tuple) and len(data) == 2:
         data, labels = data
         labels = np.asarray(labels)
@@ -361,6 +344,44 @@ def _as_inputs(data, argument: str, feature_shape, dtype: str, limit: Optional[i
             f"{type(data).__name__}."
         )
     x = np.asarray(data)
+    _check_input_array(x, argument, feature_shape, dtype)
+    if labels is not None and len(labels) != len(x):
+        raise ValueError(
+            f"`{argument}` has {len(x)} inputs but {len(labels)} labels."
+        )
+    if limit is not None:
+        x = x[:limit]
+        labels = None if labels is None else labels[:limit]
+    return x.astype(dtype, copy=False), labels
+
+
+def _dataset_arrays(dataset: Any, argument: str, feature_shape: tuple,
+                    limit: Optional[int]) -> tuple:
+    """`(x, y)` numpy arrays gathered from a `tf.data.Dataset` of inputs or
+    `(x, y)` pairs, batched or not; `y` is None unless every element has
+    labels."""
+    if limit is not None:
+        # Enough elements even if the dataset is not batched.
+        dataset = dataset.take(limit)
+    xs, ys = [], []
+    rank = len(feature_shape)
+    for element in dataset.as_numpy_iterator():
+        x, y = element[:2] if isinstance(element, tuple) else (element, None)
+        x = np.asarray(x)
+        if x.ndim == rank:  # an unbatched element: one example
+            x = x[None]
+            y = None if y is None else np.asarray(y)[None]
+        xs.append(x)
+        if y is not None:
+            ys.append(np.asarray(y))
+    if not xs:
+        raise ValueError(f"`{argument}` is an empty dataset.")
+    return np.concatenate(xs), (np.concatenate(ys) if len(ys) == len(xs) else None)
+
+
+def _check_input_array(x: np.ndarray, argument: str, feature_shape: tuple, dtype: str) -> None:
+    """Refuses inputs of another shape than the model's, none at all, or of
+    the wrong kind of dtype (floats for an integer input, or the reverse)."""
     expected = "(batch, " + ", ".join("None" if d is None else str(d) for d in feature_shape) + ")"
     compatible = x.ndim == len(feature_shape) + 1 and all(
         want is None or want == got for want, got in zip(feature_shape, x.shape[1:])
@@ -374,20 +395,14 @@ def _as_inputs(data, argument: str, feature_shape, dtype: str, limit: Optional[i
         raise ValueError(f"`{argument}` holds no examples (shape {x.shape}).")
     want_float = np.issubdtype(np.dtype(dtype), np.floating)
     if want_float != np.issubdtype(x.dtype, np.floating) or x.dtype == np.bool_:
+        # Casting would run the model on garbage (e.g. uint8 pixels 0..255 for
+        # a model trained on [0, 1]): the user has to convert.
         hint = (" Scale and cast it the way the model was trained, e.g. "
                 "`x.astype('float32') / 255`." if want_float else "")
         raise ValueError(
             f"`{argument}` has dtype {x.dtype}, but the model's input is "
             f"{dtype}.{hint}"
         )
-    if labels is not None and len(labels) != len(x):
-        raise ValueError(
-            f"`{argument}` has {len(x)} inputs but {len(labels)} labels."
-        )
-    if limit is not None:
-        x = x[:limit]
-        labels = None if labels is None else labels[:limit]
-    return x.astype(dtype, copy=False), labels
 
 
 # --------------------------------------------------------------- writing
@@ -649,38 +664,16 @@ def float_ops(flatbuffer: bytes) -> list:
 
 def _convert_to_tflite(saved_model_dir: str, quantization, calibration, int8_io: bool,
                        quantization_aware: bool = False) -> bytes:
-    import tensorflow as tf
-
+    """The LiteRT flatbuffer of the SavedModel's serving signature."""
     if quantization == "int8" and quantization_aware:
-        # The fake-quant ops in the graph carry every range: the converter's
-        # quantization-aware path needs no representative dataset (and
-        # TFLITE_BUILTINS_INT8 would demand one), so int8-ness is checked on
-        # the result instead.
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            saved_model_dir, signature_keys=[SIGNATURE_NAME]
-        )
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        try:
-            with warnings.catch_warnings():
-                # "Statistics for quantized inputs were expected": they are in the graph.
-                warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-                flatbuffer = converter.convert()
-        except Exception as error:
-            raise RuntimeError(
-                f"The LiteRT converter failed on the quantization-aware model: {error}"
-            ) from error
-        still_float = float_ops(flatbuffer)
-        if still_float:
-            raise RuntimeError(
-                "The quantization-aware model did not convert to a full-integer model: "
-                f"these ops still run in float32: {sorted(set(still_float))}. A tensor "
-                "feeding them has no fake-quantization range."
-            )
-        return flatbuffer
+        return _convert_quantization_aware(saved_model_dir, int8_io)
+    return _convert_post_training(saved_model_dir, quantization, calibration, int8_io)
+
+
+def _builtin_ops_converter(saved_model_dir: str) -> Any:  # a tf.lite.TFLiteConverter
+    """A `tf.lite.TFLiteConverter` of the serving signature, limited to
+    builtin ops."""
+    import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=[SIGNATURE_NAME]
@@ -688,6 +681,49 @@ def _convert_to_tflite(saved_model_dir: str, quantization, calibration, int8_io:
     # Builtin ops only: a file that needs the Flex (TF ops) delegate would not
     # run in a plain LiteRT runtime, which is the point of exporting.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def _convert_quantization_aware(saved_model_dir: str, int8_io: bool) -> bytes:
+    """Full-integer conversion of a quantization-aware model, checked to be
+    int8 throughout."""
+    import tensorflow as tf
+
+    # The fake-quant ops in the graph carry every range: the converter's
+    # quantization-aware path needs no representative dataset (and
+    # TFLITE_BUILTINS_INT8 would demand one), so int8-ness is checked on
+    # the result instead.
+    converter = _builtin_ops_converter(saved_model_dir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        with warnings.catch_warnings():
+            # "Statistics for quantized inputs were expected": they are in the graph.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            flatbuffer = converter.convert()
+    except Exception as error:
+        raise RuntimeError(
+            f"The LiteRT converter failed on the quantization-aware model: {error}"
+        ) from error
+    still_float = float_ops(flatbuffer)
+    if still_float:
+        raise RuntimeError(
+            "The quantization-aware model did not convert to a full-integer model: "
+            f"these ops still run in float32: {sorted(set(still_float))}. A tensor "
+            "feeding them has no fake-quantization range."
+        )
+    return flatbuffer
+
+
+def _convert_post_training(saved_model_dir: str, quantization: Optional[str],
+                           calibration: Optional[np.ndarray], int8_io: bool) -> bytes:
+    """Float32, or post-training quantization (`"int8"` calibrated on
+    `calibration`)."""
+    import tensorflow as tf
+
+    converter = _builtin_ops_converter(saved_model_dir)
     if quantization is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
@@ -927,12 +963,14 @@ def _verification_inputs(model, format: str, quantization, verify: bool, verific
             rng = np.random.default_rng(0)
             x_check = rng.uniform(0.0, 1.0, (64, *feature_shape)).astype(dtype)
             source = "random inputs in [0, 1], NOT real data"
+            # stacklevel=4: this function, `_plan_export`, `export`, then the
+            # user's call, which the warning names.
             warnings.warn(
                 f"export: no `verification_data` given, so the {format} file of "
                 f"{model.name!r} was only checked on 64 random inputs in [0, 1]. That is "
                 "no test of a model that expects other inputs (standardized features, "
                 "token ids, ...). Pass held-out inputs as `verification_data`.",
-                UserWarning, stacklevel=3,
+                UserWarning, stacklevel=4,
             )
         else:
             raise ValueError(
@@ -941,6 +979,264 @@ def _verification_inputs(model, format: str, quantization, verify: bool, verific
                 "`verification_data` (or `verify=False`)."
             )
     return x_check, y_check, source
+
+
+@dataclasses.dataclass(frozen=True)
+class _InputSignature:
+    """The inputs of the artifact's serving signature, read from the model."""
+
+    #: The input tensor's name; for a dict of inputs, their names joined by
+    #: ", " (the form messages and `ExportResult.input_name` show).
+    input_name: str
+    #: Shape of one example, and dtype, of the single input; `None` for a
+    #: dict of inputs (each has its own, in `dict_specs`).
+    feature_shape: Optional[tuple]
+    dtype: Optional[str]
+    #: `{name: (feature_shape, dtype)}` for a dict of inputs, else `None`.
+    dict_specs: Optional[dict]
+
+
+# eq=False: the plan holds numpy arrays, which `==` cannot compare as a whole.
+@dataclasses.dataclass(frozen=True, eq=False)
+class _ExportPlan:
+    """What `export()` resolved and checked before writing anything.
+
+    Frozen: staging, the parity check and the commit only read it, so they
+    act on exactly what the checks accepted.
+    """
+
+    model: keras.Model
+    path: Path
+    format: str
+    quantization: Optional[str]
+    quantization_aware: bool
+    int8_io: bool
+    outputs: str
+    overwrite: bool
+    verbose: int
+    signature: _InputSignature
+    model_gives_probabilities: bool
+    #: The int8 calibration inputs (at most `num_calibration_examples`), or None.
+    calibration: Optional[np.ndarray]
+    #: The parity check's inputs (an array or a dict of arrays), labels (or
+    #: None) and what they are; all None with `verify=False`.
+    check_inputs: Any
+    check_labels: Optional[np.ndarray]
+    check_source: Optional[str]
+
+
+def _read_input_signature(model: keras.Model, quantization: Optional[str]) -> _InputSignature:
+    """The model's serving inputs; refuses several outputs, and int8 for a
+    dict of inputs."""
+    dict_specs = _dict_input_specs(model)
+    if dict_specs is None:
+        input_name, feature_shape, dtype = _input_spec(model)
+        _check_single_output(model, feature_shape, dtype)
+        return _InputSignature(input_name, feature_shape, dtype, None)
+    input_name = ", ".join(dict_specs)
+    if quantization == "int8":
+        raise ValueError(
+            "quantization='int8' is not supported for models with a dict of inputs "
+            f"({input_name}): calibrating integer inputs such as token ids means "
+            "nothing. Use quantization='dynamic' or 'float16'."
+        )
+    return _InputSignature(input_name, None, None, dict_specs)
+
+
+def _check_output_kind(model: keras.Model, outputs: str) -> bool:
+    """Whether the model already outputs probabilities (ends in a softmax);
+    refuses `outputs="logits"` for such a model."""
+    model_gives_probabilities = _ends_in_softmax(model)
+    if model_gives_probabilities and outputs == "logits":
+        raise ValueError(
+            f"The model {model.name!r} ends in a softmax, so it outputs "
+            "probabilities, not logits. Received: outputs='logits'. Pass "
+            "outputs='probabilities', or remove the final softmax."
+        )
+    return model_gives_probabilities
+
+
+def _plan_export(model_or_distiller: keras.Model, path: Path, format: Optional[str],
+                 quantization: Optional[str], representative_data: Any, int8_io: bool,
+                 outputs: str, verify: bool, verification_data: Any,
+                 num_calibration_examples: int, overwrite: bool,
+                 verbose: Union[str, int]) -> _ExportPlan:
+    """Runs all of `export()`'s checks, in this order, and returns what they
+    resolved.
+
+    Nothing is converted or written here (`_prepare_target` only creates
+    the target's directory and probes that it takes a new file), so a
+    refusal leaves the user's files as they were.
+    """
+    model = _resolve_model(model_or_distiller)
+    format = _infer_format(path, format)
+    _check_choice(quantization, QUANTIZATIONS, "quantization")
+    _check_choice(outputs, OUTPUTS, "outputs")
+    quantization_aware = _check_export_options(
+        model, format, quantization, representative_data, int8_io, num_calibration_examples
+    )
+    verbose = _check_verbose(verbose)
+    signature = _read_input_signature(model, quantization)
+    model_gives_probabilities = _check_output_kind(model, outputs)
+    calibration = None
+    if representative_data is not None:
+        calibration, _ = _as_inputs(
+            representative_data, "representative_data", signature.feature_shape,
+            signature.dtype, limit=num_calibration_examples,
+        )
+    x_check, y_check, source = _verification_inputs(
+        model, format, quantization, verify, verification_data, calibration,
+        signature.dict_specs, signature.input_name, signature.feature_shape, signature.dtype,
+    )
+    _prepare_target(path, format, overwrite)
+    return _ExportPlan(
+        model=model, path=path, format=format, quantization=quantization,
+        quantization_aware=quantization_aware, int8_io=int8_io, outputs=outputs,
+        overwrite=overwrite, verbose=verbose, signature=signature,
+        model_gives_probabilities=model_gives_probabilities, calibration=calibration,
+        check_inputs=x_check, check_labels=y_check, check_source=source,
+    )
+
+
+def _progress(verbose: int, check_inputs: Any, verify: bool) -> Callable[[], None]:
+    """A callback that advances a progress bar by one step.
+
+    One step for the conversion, one per parity batch, one for the Keras
+    reference outputs.
+    """
+    parity_batches = 0 if check_inputs is None else -(-_count(check_inputs) // _VERIFY_BATCH_SIZE)
+    progbar = keras.utils.Progbar(
+        1 + parity_batches + (1 if verify else 0), verbose=verbose, unit_name="step"
+    )
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        progbar.update(done[0])
+
+    return step
+
+
+def _write_new_file(path: Path, content: bytes) -> None:
+    """Creates `path`, which must not exist yet, holding `content` (on disk
+    when this returns)."""
+    # os.open, not mkstemp: the file gets the umask's permissions.
+    handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    with os.fdopen(handle, "wb") as file:
+        file.write(content)
+        file.flush()
+        os.fsync(file.fileno())  # on disk before the rename
+
+
+def _discard_staged(staged: Optional[Path]) -> None:
+    """Removes what an unfinished export left at its staging path, if anything."""
+    if staged is not None and (staged.exists() or staged.is_symlink()):
+        if staged.is_dir() and not staged.is_symlink():
+            shutil.rmtree(staged, ignore_errors=True)
+        else:
+            staged.unlink()
+
+
+def _stage_artifact(plan: _ExportPlan) -> Path:
+    """Writes the artifact under a new hidden sibling of `plan.path`, and
+    returns that sibling; `plan.path` itself is not touched.
+
+    A sibling is on the target's file system, so `_commit_staged` can rename
+    it into place. If writing fails, what was written there is removed
+    before the error propagates (the caller never learns its name).
+    """
+    signature = plan.signature
+    staged: Optional[Path] = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="keras_kd_export_") as workdir:
+            # Traced to a private directory first: a SavedModel export copies
+            # it, a TFLite export converts it.
+            saved_model_dir = os.path.join(workdir, "saved_model")
+            _write_saved_model(plan.model, saved_model_dir, signature.input_name,
+                               signature.feature_shape, signature.dtype, plan.outputs,
+                               plan.model_gives_probabilities, signature.dict_specs)
+            # A unique sibling, so two exports to one path never share it.
+            staged = _unique_sibling(plan.path, "tmp")
+            if plan.format == "saved_model":
+                shutil.copytree(saved_model_dir, staged)
+            else:
+                flatbuffer = _convert_to_tflite(saved_model_dir, plan.quantization,
+                                                plan.calibration, plan.int8_io,
+                                                quantization_aware=plan.quantization_aware)
+                _write_new_file(staged, flatbuffer)
+    except BaseException:
+        _discard_staged(staged)
+        raise
+    return staged
+
+
+def _keras_outputs(plan: _ExportPlan) -> np.ndarray:
+    """The Keras model's outputs on the parity check's inputs: the reference."""
+    x_check = plan.check_inputs
+    if plan.signature.dict_specs is None:
+        return ops.convert_to_numpy(
+            plan.model.predict(x_check, batch_size=_VERIFY_BATCH_SIZE, verbose=0)
+        )
+    # The model itself: keras-hub's `predict` would run an attached
+    # preprocessor on these token ids.
+    return np.concatenate([
+        ops.convert_to_numpy(plan.model(_rows(x_check, start, start + _VERIFY_BATCH_SIZE),
+                                        training=False))
+        for start in range(0, _count(x_check), _VERIFY_BATCH_SIZE)
+    ])
+
+
+def _check_parity(plan: _ExportPlan, staged: Path, step: Callable[[], None],
+                  max_abs_diff: Optional[float], min_top1_agreement: float) -> ParityReport:
+    """Runs the staged artifact (as it will be served, before it is at
+    `plan.path`) and the Keras model on the check inputs, and compares them."""
+    if plan.format == "saved_model":
+        exported = _run_saved_model(str(staged), plan.signature.input_name, plan.outputs,
+                                    plan.check_inputs, step)
+    else:
+        exported = _run_tflite(staged, plan.check_inputs, _VERIFY_BATCH_SIZE, on_batch=step)
+    keras_logits = _keras_outputs(plan)
+    step()
+    return _compare(keras_logits, exported, plan.outputs, plan.check_source, plan.check_labels,
+                    plan.quantization, max_abs_diff, min_top1_agreement,
+                    plan.model_gives_probabilities)
+
+
+def _export_result(plan: _ExportPlan, staged: Path,
+                   parity: Optional[ParityReport]) -> ExportResult:
+    """The `ExportResult` for `plan.path`, measured on the staged artifact
+    (the same bytes, before the rename)."""
+    size = (sum(f.stat().st_size for f in staged.rglob("*") if f.is_file())
+            if staged.is_dir() else staged.stat().st_size)
+    return ExportResult(
+        path=str(plan.path), format=plan.format, quantization=plan.quantization,
+        outputs=plan.outputs, input_name=plan.signature.input_name, output_name=plan.outputs,
+        int8_io=plan.int8_io, size_bytes=size, parity=parity,
+    )
+
+
+def _refuse_failed_parity(plan: _ExportPlan, parity: Optional[ParityReport],
+                          num_calibration_examples: int, held_out: bool) -> None:
+    """Raises `ParityError`, with the remedies, when the parity bound broke:
+    such an artifact must not reach `plan.path`."""
+    if parity is None or parity.passed:
+        return
+    raise ParityError(
+        f"The exported {plan.format} model (quantization={plan.quantization!r}) "
+        f"does not match the Keras model, so '{plan.path}' was not written.\n"
+        f"{parity}\n"
+        + _remedies(plan.quantization, plan.quantization_aware, plan.calibration, parity,
+                    num_calibration_examples, held_out),
+        report=parity,
+    )
+
+
+def _commit_staged(plan: _ExportPlan, staged: Path) -> None:
+    """Puts the verified staged artifact at `plan.path`."""
+    # Again: the conversion took a while, and what is at `path` may have
+    # changed since the first check.
+    _check_target(plan.path, plan.format, plan.overwrite)
+    _replace(staged, plan.path)
 
 
 def export(
@@ -1058,126 +1354,25 @@ def export(
     (True, 'image', 'logits')
     """
     path = Path(path)
-    model = _resolve_model(model_or_distiller)
-    format = _infer_format(path, format)
-    _check_choice(quantization, QUANTIZATIONS, "quantization")
-    _check_choice(outputs, OUTPUTS, "outputs")
-    quantization_aware = _check_export_options(
-        model, format, quantization, representative_data, int8_io, num_calibration_examples
+    plan = _plan_export(
+        model_or_distiller, path, format, quantization, representative_data, int8_io, outputs,
+        verify, verification_data, num_calibration_examples, overwrite, verbose,
     )
-    verbose = _check_verbose(verbose)
-    dict_specs = _dict_input_specs(model)
-    if dict_specs is None:
-        input_name, feature_shape, dtype = _input_spec(model)
-        _check_single_output(model, feature_shape, dtype)
-    else:
-        input_name, feature_shape, dtype = ", ".join(dict_specs), None, None
-        if quantization == "int8":
-            raise ValueError(
-                "quantization='int8' is not supported for models with a dict of inputs "
-                f"({input_name}): calibrating integer inputs such as token ids means "
-                "nothing. Use quantization='dynamic' or 'float16'."
-            )
-    model_gives_probabilities = _ends_in_softmax(model)
-    if model_gives_probabilities and outputs == "logits":
-        raise ValueError(
-            f"The model {model.name!r} ends in a softmax, so it outputs "
-            "probabilities, not logits. Received: outputs='logits'. Pass "
-            "outputs='probabilities', or remove the final softmax."
-        )
-    calibration = None
-    if representative_data is not None:
-        calibration, _ = _as_inputs(
-            representative_data, "representative_data", feature_shape, dtype,
-            limit=num_calibration_examples,
-        )
-    x_check, y_check, source = _verification_inputs(
-        model, format, quantization, verify, verification_data, calibration,
-        dict_specs, input_name, feature_shape, dtype,
-    )
-    _prepare_target(path, format, overwrite)
-
-    # One step for the conversion, one per parity batch, one for the Keras
-    # reference outputs.
-    parity_batches = 0 if x_check is None else -(-_count(x_check) // _VERIFY_BATCH_SIZE)
-    progbar = keras.utils.Progbar(
-        1 + parity_batches + (1 if verify else 0), verbose=verbose, unit_name="step"
-    )
-    done = [0]
-
-    def step() -> None:
-        done[0] += 1
-        progbar.update(done[0])
-
-    temporary = None
+    step = _progress(plan.verbose, plan.check_inputs, verify)
+    # Staged next to `path` and renamed onto it only once it passed: until
+    # then, and on any failure, what is at `path` stays as it was.
+    staged = _stage_artifact(plan)
     try:
-        with tempfile.TemporaryDirectory(prefix="keras_kd_export_") as workdir:
-            saved_model_dir = os.path.join(workdir, "saved_model")
-            _write_saved_model(model, saved_model_dir, input_name, feature_shape, dtype,
-                               outputs, model_gives_probabilities, dict_specs)
-            # A unique sibling, so two exports to one path never share it.
-            temporary = _unique_sibling(path, "tmp")
-            if format == "saved_model":
-                shutil.copytree(saved_model_dir, temporary)
-            else:
-                flatbuffer = _convert_to_tflite(saved_model_dir, quantization, calibration, int8_io,
-                                                quantization_aware=quantization_aware)
-                # os.open, not mkstemp: the file gets the umask's permissions.
-                handle = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-                with os.fdopen(handle, "wb") as file:
-                    file.write(flatbuffer)
-                    file.flush()
-                    os.fsync(file.fileno())  # on disk before the rename
         step()
-        parity = None
-        if verify:
-            if format == "saved_model":
-                exported = _run_saved_model(str(temporary), input_name, outputs, x_check, step)
-            else:
-                exported = _run_tflite(temporary, x_check, _VERIFY_BATCH_SIZE, on_batch=step)
-            if dict_specs is None:
-                keras_logits = ops.convert_to_numpy(
-                    model.predict(x_check, batch_size=_VERIFY_BATCH_SIZE, verbose=0)
-                )
-            else:
-                # The model itself: keras-hub's `predict` would run an attached
-                # preprocessor on these token ids.
-                keras_logits = np.concatenate([
-                    ops.convert_to_numpy(model(_rows(x_check, start, start + _VERIFY_BATCH_SIZE),
-                                               training=False))
-                    for start in range(0, _count(x_check), _VERIFY_BATCH_SIZE)
-                ])
-            step()
-            parity = _compare(keras_logits, exported, outputs, source, y_check,
-                              quantization, max_abs_diff, min_top1_agreement,
-                              model_gives_probabilities)
-        size = (sum(f.stat().st_size for f in temporary.rglob("*") if f.is_file())
-                if temporary.is_dir() else temporary.stat().st_size)
-        result = ExportResult(
-            path=str(path), format=format, quantization=quantization, outputs=outputs,
-            input_name=input_name, output_name=outputs, int8_io=int8_io,
-            size_bytes=size, parity=parity,
-        )
-        if parity is not None and not parity.passed:
-            raise ParityError(
-                f"The exported {format} model (quantization={quantization!r}) "
-                f"does not match the Keras model, so '{path}' was not written.\n"
-                f"{parity}\n"
-                + _remedies(quantization, quantization_aware, calibration, parity,
-                            num_calibration_examples, verification_data is not None),
-                report=parity,
-            )
-        # Again: the conversion took a while, and what is at `path` may have
-        # changed since the first check.
-        _check_target(path, format, overwrite)
-        _replace(temporary, path)
-        temporary = None
-        if verbose:
-            print(result)
-    finally:
-        if temporary is not None and (temporary.exists() or temporary.is_symlink()):
-            if temporary.is_dir() and not temporary.is_symlink():
-                shutil.rmtree(temporary, ignore_errors=True)
-            else:
-                temporary.unlink()
+        parity = (_check_parity(plan, staged, step, max_abs_diff, min_top1_agreement)
+                  if verify else None)
+        result = _export_result(plan, staged, parity)
+        _refuse_failed_parity(plan, parity, num_calibration_examples,
+                              held_out=verification_data is not None)
+        _commit_staged(plan, staged)
+    except BaseException:
+        _discard_staged(staged)
+        raise
+    if plan.verbose:
+        print(result)
     return result

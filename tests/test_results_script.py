@@ -39,7 +39,9 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path):
     for setting in results_table.SETTINGS:
         for row in results_table.ROWS:
             records = payload["table"][f"mlp/{setting}/{row}"]
-            assert len(records) == (1 if row == "teacher" else len(plan["seeds"]))
+            # The teacher is one model; the live-teacher row runs seed 0 only.
+            single = row in ("teacher", "fm-live")
+            assert len(records) == (1 if single else len(plan["seeds"]))
             for record in records:
                 assert 0.0 <= record["test"]["accuracy"] <= 1.0
                 assert 0.0 <= record["val_accuracy"] <= 1.0
@@ -51,11 +53,20 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path):
         assert choice["best_alone"] == max(candidates, key=candidates.get)
         best = payload["table"][f"mlp/{setting}/best-alone"][0]
         assert best["val_accuracy"] == pytest.approx(candidates[choice["best_alone"]])
+        # Hinton KD's schedule is picked the same way, on validation.
+        schedules = choice["kd_schedule_candidates"]
+        assert set(schedules) == {f"{plan['short']} epochs", f"{plan['long']} epochs"}
+        assert choice["kd_schedule"] == max(schedules, key=schedules.get)
+        kd = payload["table"][f"mlp/{setting}/kd"][0]
+        assert f"{kd['epochs']} epochs" == choice["kd_schedule"]
+        assert kd["val_accuracy"] == pytest.approx(schedules[choice["kd_schedule"]])
     # Function matching ignores labels: one run serves both settings.
     fm = {s: [r["val_accuracy"] for r in payload["table"][f"mlp/{s}/fm"]]
           for s in results_table.SETTINGS}
     assert fm["all-labels"] == fm["transfer"]
     assert payload["table"]["mlp/all-labels/fm"][0]["alpha"] == 0.0
+    live = payload["table"]["mlp/all-labels/fm-live"][0]
+    assert (live["method"], live["augmentation"], live["alpha"]) == ("live", "mixup", 0.0)
     # The KD row uses compile()'s defaults (no alpha or temperature passed).
     assert payload["table"]["mlp/all-labels/kd"][0]["alpha"] is None
     assert "mlp" in payload["picks"]

@@ -720,7 +720,7 @@ def main(argv=None) -> Path:
                         live = records[0].get("method") == "live"
                         notes.append(f"{where}: seeds {[r['seed'] for r in records]} only ("
                                      + ("a live teacher with in-step MixUp; `--live-all-seeds` runs "
-                                        "the others)" if live else "budget") + ").")
+                                        "the others" if live else "budget") + ").")
         summary = summarize(table)
         json_path.write_text(json.dumps(
             {"commands": commands, "plan": dataclasses.asdict(plan),

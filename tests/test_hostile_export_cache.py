@@ -178,6 +178,32 @@ def test_failed_export_keeps_the_earlier_saved_model(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("name", ["exported", "m.tflite"])
+def test_failed_export_removes_the_directories_it_created(tmp_path, name):
+    before = snapshot(tmp_path)
+    with pytest.raises(keras_kd.ParityError):
+        keras_kd.export(tiny_model(), tmp_path / "new" / "nested" / name,
+                        outputs="probabilities", max_abs_diff=-1.0, verbose=0)
+    assert snapshot(tmp_path) == before
+
+
+def test_failed_export_keeps_a_created_directory_someone_wrote_into(tmp_path, monkeypatch):
+    # Between the directory check and the failure another writer put a file
+    # there: that directory, and its parents, are not the export's to remove.
+    stage = export_module._stage_artifact
+
+    def stage_beside_another_writer(plan):
+        (plan.path.parent / "other.txt").write_text("not the export's")
+        return stage(plan)
+
+    monkeypatch.setattr(export_module, "_stage_artifact", stage_beside_another_writer)
+    with pytest.raises(keras_kd.ParityError):
+        keras_kd.export(tiny_model(), tmp_path / "new" / "nested" / "exported",
+                        outputs="probabilities", max_abs_diff=-1.0, verbose=0)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "new", "new/nested", "new/nested/other.txt"]
+
+
 def test_failed_swap_rolls_back_to_the_earlier_saved_model(tmp_path, monkeypatch):
     path = tmp_path / "exported"
     keras_kd.export(tiny_model(), path, verbose=0)

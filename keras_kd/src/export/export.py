@@ -19,7 +19,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 import keras
 import numpy as np
@@ -29,7 +29,7 @@ from keras_kd.src import keras_compat
 from keras_kd.src.report import evaluation
 from keras_kd.src.utils import arguments, keys, optional
 from keras_kd.src.utils.io_utils import check_verbose as _check_verbose
-from keras_kd.src.utils.io_utils import check_writable_directory
+from keras_kd.src.utils.io_utils import check_writable_directory, remove_empty_directories
 from keras_kd.src.utils.io_utils import unique_sibling as _unique_sibling
 from keras_kd.src.utils.model_outputs import ends_in_softmax as _ends_in_softmax
 
@@ -508,10 +508,11 @@ def _check_target(path: Path, format: str, overwrite: bool) -> None:
         raise refuse(f"is not an earlier {format} export: {why}")
 
 
-def _prepare_target(path: Path, format: str, overwrite: bool) -> None:
-    """Fails early, before any conversion, if `path` cannot be written."""
+def _prepare_target(path: Path, format: str, overwrite: bool) -> List[Path]:
+    """Fails early, before any conversion, if `path` cannot be written.
+    Returns the directories it created for `path` (deepest first)."""
     _check_target(path, format, overwrite)
-    check_writable_directory(path)
+    return check_writable_directory(path)
 
 
 def _exchange(first: Path, second: Path) -> bool:
@@ -1023,6 +1024,9 @@ class _ExportPlan:
     check_inputs: Any
     check_labels: Optional[np.ndarray]
     check_source: Optional[str]
+    #: The directories created for `path` (deepest first): a failed export
+    #: removes them again, so it leaves nothing behind.
+    created_directories: List[Path]
 
 
 def _read_input_signature(model: keras.Model, quantization: Optional[str]) -> _InputSignature:
@@ -1065,8 +1069,9 @@ def _plan_export(model_or_distiller: keras.Model, path: Path, format: Optional[s
     resolved.
 
     Nothing is converted or written here (`_prepare_target` only creates
-    the target's directory and probes that it takes a new file), so a
-    refusal leaves the user's files as they were.
+    the target's directory and probes that it takes a new file; `export()`
+    removes the directories again if it fails later), so a refusal leaves
+    the user's files as they were.
     """
     model = _resolve_model(model_or_distiller)
     format = _infer_format(path, format)
@@ -1088,13 +1093,14 @@ def _plan_export(model_or_distiller: keras.Model, path: Path, format: Optional[s
         model, format, quantization, verify, verification_data, calibration,
         signature.dict_specs, signature.input_name, signature.feature_shape, signature.dtype,
     )
-    _prepare_target(path, format, overwrite)
+    created_directories = _prepare_target(path, format, overwrite)
     return _ExportPlan(
         model=model, path=path, format=format, quantization=quantization,
         quantization_aware=quantization_aware, int8_io=int8_io, outputs=outputs,
         overwrite=overwrite, verbose=verbose, signature=signature,
         model_gives_probabilities=model_gives_probabilities, calibration=calibration,
         check_inputs=x_check, check_labels=y_check, check_source=source,
+        created_directories=created_directories,
     )
 
 
@@ -1361,8 +1367,9 @@ def export(
     step = _progress(plan.verbose, plan.check_inputs, verify)
     # Staged next to `path` and renamed onto it only once it passed: until
     # then, and on any failure, what is at `path` stays as it was.
-    staged = _stage_artifact(plan)
+    staged = None
     try:
+        staged = _stage_artifact(plan)
         step()
         parity = (_check_parity(plan, staged, step, max_abs_diff, min_top1_agreement)
                   if verify else None)
@@ -1372,6 +1379,7 @@ def export(
         _commit_staged(plan, staged)
     except BaseException:
         _discard_staged(staged)
+        remove_empty_directories(plan.created_directories)
         raise
     if plan.verbose:
         print(result)

@@ -29,8 +29,13 @@ the teacher is far enough ahead of for the target's condition) and setting:
   inputs and labels at `long` epochs}, the last on exactly the mixed inputs
   function matching sees;
 - `kd`: Hinton KD at `Distiller.compile()`'s defaults (alpha=0.5, T=1),
-  `short` epochs, the teacher's logits on the unaugmented training images
-  cached (identical to a live teacher without augmentation);
+  `short` or `long` epochs (picked on validation), the teacher's logits on
+  the unaugmented training images cached (identical to a live teacher
+  without augmentation);
+- `kd-tuned`: the same, with T and alpha the best on validation of a grid
+  (`KD_GRID`, at `short` epochs, seed 0), then `short` or `long` epochs
+  picked on validation: Hinton KD at its strongest, as `best-alone` is the
+  student alone at its strongest;
 - `fm`: function matching (Beyer et al. 2022): teacher and student see the
   same MixUp-ed input (`keras_kd.augment.MixUp`, lambda ~ U[0, 1]), T=1,
   alpha=0 (the teacher's output the only target), `long` epochs. Labels are
@@ -82,17 +87,22 @@ SETTING_LABELS = {
     "all-labels": "(a) all training-split labels, no extra data",
     "transfer": "(b) labelled subset + unlabelled transfer set",
 }
-ROWS = ("teacher", "alone", "best-alone", "kd", "fm", "fm-live", "tune")
+ROWS = ("teacher", "alone", "best-alone", "kd", "kd-tuned", "fm", "fm-live", "tune")
 ROW_LABELS = {
     "teacher": "teacher (CNN, one teacher for every seed)",
     "alone": "student alone",
     "best-alone": "strongest student alone (picked on validation)",
     "kd": "Hinton KD at compile()'s defaults (alpha=0.5, T=1), schedule picked on validation",
+    "kd-tuned": "Hinton KD, T, alpha and schedule picked on validation",
     "fm": "function matching (MixUp, T=1, alpha=0, long schedule)",
     "fm-live": "function matching with the live teacher, `Distiller(augmentation=MixUp())`",
     "tune": "`keras_kd.tune`'s pick",
 }
-DISTILLED = ("kd", "fm", "fm-live", "tune")
+DISTILLED = ("kd", "kd-tuned", "fm", "fm-live", "tune")
+#: The `kd-tuned` row's (temperature, alpha) grid, searched at `short` epochs
+#: on validation (seed 0); `--quick` searches two points.
+KD_GRID = tuple((t, a) for t in (1.0, 2.0, 4.0, 8.0) for a in (0.1, 0.5, 0.9))
+QUICK_KD_GRID = ((1.0, 0.5), (4.0, 0.5))
 VIEW_SEED = 14_4
 
 
@@ -361,9 +371,10 @@ def tune_pick(data: Data, student: str, directory: Path) -> dict:
 
 
 def row_specs(runs: Runs, student: str, setting: str, lr: float, choices: dict,
-              rows=ROWS) -> Dict[str, dict]:
+              rows=ROWS, kd_grid=KD_GRID) -> Dict[str, dict]:
     """The seed-0 spec of every row. Picks, on validation (seed 0), the
-    strongest student alone and Hinton KD's schedule: their candidates train
+    strongest student alone, Hinton KD's schedule and the `kd-tuned` row's
+    temperature, alpha (over `kd_grid`) and schedule: their candidates train
     here when their row is asked for. Choices already made are kept."""
     plan = runs.data.plan
     base = {"student": student, "setting": setting, "seed": plan.seeds[0], "learning_rate": lr}
@@ -394,10 +405,20 @@ def row_specs(runs: Runs, student: str, setting: str, lr: float, choices: dict,
     # row wins by a longer schedule the other did not have.
     kd = (pick("kd_schedule", kd_candidates) if "kd" in rows
           else kd_candidates.get(choice.get("kd_schedule"), kd_candidates[f"{plan.short} epochs"]))
+    # The strongest Hinton KD: its settings searched on validation as the
+    # baseline's variants are, then its schedule picked the same way.
+    grid = {f"T={t:g}, alpha={a:g}": dict(base, method="kd", epochs=plan.short, alpha=a,
+                                          temperature=t) for t, a in kd_grid}
+    kd_tuned = None
+    if "kd-tuned" in rows:
+        best = pick("kd_grid", grid)
+        kd_tuned = pick("kd_tuned_schedule", {f"{plan.short} epochs": best,
+                                              f"{plan.long} epochs": dict(best, epochs=plan.long)})
     return {
         "alone": candidates[short_alone],
         "best-alone": best_alone,
         "kd": kd,
+        "kd-tuned": kd_tuned,
         # Labels are not used: the same run in both settings.
         "fm": dict(base, method="fm", setting="all-labels", epochs=plan.long,
                    alpha=0.0, temperature=1.0),
@@ -572,6 +593,11 @@ def write_report(path: Path, summary: dict, choices: dict, picks: dict, plan: Pl
         "splits of four tasks, `defaults.md`), cached teacher logits on the unaugmented images "
         "(identical to a live teacher there); its schedule, `short` or `long` epochs, is the "
         "better on validation (seed 0), the same choice of schedule the baseline has.",
+        "- Tuned Hinton KD: the same, with T and alpha the best on validation (seed 0, "
+        f"`short` epochs) of the grid T in {{{', '.join(sorted({f'{t:g}' for t, _ in KD_GRID}, key=float))}}} x "
+        f"alpha in {{{', '.join(sorted({f'{a:g}' for _, a in KD_GRID}, key=float))}}}, searched in each setting "
+        "on its own training data, then its schedule picked as above: distillation at its "
+        "strongest, as the baseline is the student alone at its strongest.",
         "- Function matching: T=1 and alpha=0 by the method's definition (Beyer et al. 2022); "
         "`long` epochs; every epoch a fresh MixUp view (`keras_kd.augment.MixUp`, lambda "
         "uniform, partners within the batch) of the training split; the teacher's logits "
@@ -631,7 +657,14 @@ def write_report(path: Path, summary: dict, choices: dict, picks: dict, plan: Pl
                       + (f" Hinton KD's schedule: {choice['kd_schedule']} (validation, seed 0: "
                          + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in
                                      choice["kd_schedule_candidates"].items()) + ")."
-                         if "kd_schedule" in choice else ""), ""]
+                         if "kd_schedule" in choice else "")
+                      + (f" Tuned Hinton KD: {choice['kd_grid']}, {choice['kd_tuned_schedule']} "
+                         f"(validation, seed 0, at {plan.short} epochs: "
+                         + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in
+                                     choice["kd_grid_candidates"].items())
+                         + "; then " + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in
+                                                 choice["kd_tuned_schedule_candidates"].items())
+                         + ")." if "kd_grid" in choice else ""), ""]
             if setting == "all-labels":
                 lines += [f"Target check (test accuracy, {len(plan.seeds)} seeds):", "",
                           *verdicts(summary, student, setting), ""]
@@ -770,8 +803,9 @@ def main(argv=None) -> Path:
                     if row not in args.rows:
                         continue
                     if setting not in specs:
-                        specs[setting] = row_specs(runs, student, setting, lr, choices,
-                                                   args.rows)
+                        specs[setting] = row_specs(
+                            runs, student, setting, lr, choices, args.rows,
+                            QUICK_KD_GRID if args.quick else KD_GRID)
                     spec = (tune_spec(pick, student, setting, seed, plan) if row == "tune"
                             else dict(specs[setting][row], seed=seed))
                     if spec["method"] == "live" and seed != plan.seeds[0] and not args.live_all_seeds:

@@ -60,6 +60,17 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path):
         kd = payload["table"][f"mlp/{setting}/kd"][0]
         assert f"{kd['epochs']} epochs" == choice["kd_schedule"]
         assert kd["val_accuracy"] == pytest.approx(schedules[choice["kd_schedule"]])
+        # The tuned KD row: T and alpha the grid's best on validation, then
+        # its schedule, each on validation.
+        grid = choice["kd_grid_candidates"]
+        assert set(grid) == {f"T={t:g}, alpha={a:g}" for t, a in results_table.QUICK_KD_GRID}
+        assert choice["kd_grid"] == max(grid, key=grid.get)
+        tuned_schedules = choice["kd_tuned_schedule_candidates"]
+        assert choice["kd_tuned_schedule"] == max(tuned_schedules, key=tuned_schedules.get)
+        tuned = payload["table"][f"mlp/{setting}/kd-tuned"][0]
+        assert f"T={tuned['temperature']:g}, alpha={tuned['alpha']:g}" == choice["kd_grid"]
+        assert f"{tuned['epochs']} epochs" == choice["kd_tuned_schedule"]
+        assert tuned["val_accuracy"] == pytest.approx(tuned_schedules[choice["kd_tuned_schedule"]])
     # Function matching ignores labels: one run serves both settings.
     fm = {s: [r["val_accuracy"] for r in payload["table"][f"mlp/{s}/fm"]]
           for s in results_table.SETTINGS}

@@ -603,18 +603,16 @@ class Distiller(HostChecks, keras.Model):
         """`(teacher logits list, {layer_name: features}, problems)` for this
         batch; see `step_inputs.teacher_logits`."""
         extractor = self._feature_extractors
-        if extractor.teacher is None:
-            logits, problems = step_inputs.teacher_logits(
-                self.teachers, self.teacher_outputs, student_inputs, cached_logits
-            )
-            return logits, {}, problems
-        outputs = extractor.teacher(student_inputs, training=False)
-        features = {
-            name: ops.stop_gradient(value)
-            for name, value in zip(extractor.teacher_names, outputs[1:])
-        }
-        if cached_logits is None:
-            cached_logits = [outputs[0]]
+        features = {}
+        if extractor.teacher is not None:
+            # One teacher pass gives the features and, unless cached, the logits.
+            outputs = extractor.teacher(student_inputs, training=False)
+            features = {
+                name: ops.stop_gradient(value)
+                for name, value in zip(extractor.teacher_names, outputs[1:])
+            }
+            if cached_logits is None:
+                cached_logits = [outputs[0]]
         logits, problems = step_inputs.teacher_logits(
             self.teachers, self.teacher_outputs, student_inputs, cached_logits
         )

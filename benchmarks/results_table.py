@@ -407,8 +407,14 @@ def row_specs(runs: Runs, student: str, setting: str, lr: float, choices: dict,
           else kd_candidates.get(choice.get("kd_schedule"), kd_candidates[f"{plan.short} epochs"]))
     # The strongest Hinton KD: its settings searched on validation as the
     # baseline's variants are, then its schedule picked the same way.
-    grid = {f"T={t:g}, alpha={a:g}": dict(base, method="kd", epochs=plan.short, alpha=a,
-                                          temperature=t) for t, a in kd_grid}
+    from keras_kd.src.distiller.distiller import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
+
+    # The grid's point at compile()'s defaults is the `kd` row's short run:
+    # the same spec, so it is trained once.
+    grid = {f"T={t:g}, alpha={a:g}": (
+        kd_candidates[f"{plan.short} epochs"] if (t, a) == (DEFAULT_TEMPERATURE, DEFAULT_ALPHA)
+        else dict(base, method="kd", epochs=plan.short, alpha=a, temperature=t))
+        for t, a in kd_grid}
     kd_tuned = None
     if "kd-tuned" in rows:
         best = pick("kd_grid", grid)
@@ -538,7 +544,7 @@ def verdicts(summary: dict, student: str, setting: str) -> List[str]:
 
 def write_report(path: Path, summary: dict, choices: dict, picks: dict, plan: Plan,
                  data: Data, notes: List[str], started: str, loads: tuple,
-                 commands: List[str]) -> None:
+                 commands: List[str], kd_grid=KD_GRID) -> None:
     def cell(entry, key):
         stat = entry[key] if entry else None
         return "" if not stat else (f"{stat[0]:.2f}" if stat[1] == 0 and len(entry["seeds"]) == 1
@@ -594,8 +600,8 @@ def write_report(path: Path, summary: dict, choices: dict, picks: dict, plan: Pl
         "(identical to a live teacher there); its schedule, `short` or `long` epochs, is the "
         "better on validation (seed 0), the same choice of schedule the baseline has.",
         "- Tuned Hinton KD: the same, with T and alpha the best on validation (seed 0, "
-        f"`short` epochs) of the grid T in {{{', '.join(sorted({f'{t:g}' for t, _ in KD_GRID}, key=float))}}} x "
-        f"alpha in {{{', '.join(sorted({f'{a:g}' for _, a in KD_GRID}, key=float))}}}, searched in each setting "
+        f"`short` epochs) of the grid T in {{{', '.join(sorted({f'{t:g}' for t, _ in kd_grid}, key=float))}}} x "
+        f"alpha in {{{', '.join(sorted({f'{a:g}' for _, a in kd_grid}, key=float))}}}, searched in each setting "
         "on its own training data, then its schedule picked as above: distillation at its "
         "strongest, as the baseline is the student alone at its strongest.",
         "- Function matching: T=1 and alpha=0 by the method's definition (Beyer et al. 2022); "
@@ -713,6 +719,7 @@ def main(argv=None) -> Path:
                                    ("seeds", tuple(args.seeds) if args.seeds else None))
                  if v is not None}
     plan = dataclasses.replace(plan, **overrides)
+    kd_grid = QUICK_KD_GRID if args.quick else KD_GRID
     cache = args.cache_dir or (kd_bench.DEFAULT_CACHE_DIR / ("skeptic-quick" if args.quick else "skeptic"))
     output = args.output_dir or (cache / "results" if args.quick else kd_bench.DEFAULT_RESULTS_DIR)
     output.mkdir(parents=True, exist_ok=True)
@@ -769,7 +776,7 @@ def main(argv=None) -> Path:
              "choices": choices, "picks": picks, "table": table, "summary": summary,
              "notes": notes}, indent=1))
         write_report(output / "results_table.md", summary, choices, picks, plan, data, notes,
-                     started, loads, commands)
+                     started, loads, commands, kd_grid)
 
     # Seed 0 of every row first (its runs make the choices), then the other
     # seeds, so an interrupted run leaves every row with as many seeds as it
@@ -804,8 +811,7 @@ def main(argv=None) -> Path:
                         continue
                     if setting not in specs:
                         specs[setting] = row_specs(
-                            runs, student, setting, lr, choices, args.rows,
-                            QUICK_KD_GRID if args.quick else KD_GRID)
+                            runs, student, setting, lr, choices, args.rows, kd_grid)
                     spec = (tune_spec(pick, student, setting, seed, plan) if row == "tune"
                             else dict(specs[setting][row], seed=seed))
                     if spec["method"] == "live" and seed != plan.seeds[0] and not args.live_all_seeds:

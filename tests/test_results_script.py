@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import results_table  # noqa: E402
+from keras_kd.src.distiller.distiller import DEFAULT_ALPHA, DEFAULT_TEMPERATURE  # noqa: E402
 
 
 def _run(*args):
@@ -68,9 +69,22 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path):
         tuned_schedules = choice["kd_tuned_schedule_candidates"]
         assert choice["kd_tuned_schedule"] == max(tuned_schedules, key=tuned_schedules.get)
         tuned = payload["table"][f"mlp/{setting}/kd-tuned"][0]
-        assert f"T={tuned['temperature']:g}, alpha={tuned['alpha']:g}" == choice["kd_grid"]
+        # The grid's point at compile()'s defaults is the kd row's run (None: the defaults).
+        temperature = DEFAULT_TEMPERATURE if tuned["temperature"] is None else tuned["temperature"]
+        alpha = DEFAULT_ALPHA if tuned["alpha"] is None else tuned["alpha"]
+        assert f"T={temperature:g}, alpha={alpha:g}" == choice["kd_grid"]
         assert f"{tuned['epochs']} epochs" == choice["kd_tuned_schedule"]
         assert tuned["val_accuracy"] == pytest.approx(tuned_schedules[choice["kd_tuned_schedule"]])
+    # That point is trained once, as the kd row's short run, not again under
+    # an explicit spec.
+    kd_runs = [json.loads(path.read_text()) for path in cache.rglob("runs/*-kd-*.json")]
+    assert kd_runs and not [r for r in kd_runs if (r["temperature"], r["alpha"]) == (
+        DEFAULT_TEMPERATURE, DEFAULT_ALPHA)]
+    # The report names the grid that was searched (`--quick`'s own).
+    temperatures = sorted({t for t, _ in results_table.QUICK_KD_GRID})
+    alphas = sorted({a for _, a in results_table.QUICK_KD_GRID})
+    assert (f"grid T in {{{', '.join(f'{t:g}' for t in temperatures)}}} x "
+            f"alpha in {{{', '.join(f'{a:g}' for a in alphas)}}}") in markdown
     # Function matching ignores labels: one run serves both settings.
     fm = {s: [r["val_accuracy"] for r in payload["table"][f"mlp/{s}/fm"]]
           for s in results_table.SETTINGS}

@@ -482,6 +482,14 @@ def summarize(table: dict) -> dict:
     return summary
 
 
+def _threads() -> str:
+    """The TensorFlow threads a process of this run used (`KD_BENCH_THREADS`)."""
+    threads = os.environ.get("KD_BENCH_THREADS")
+    if not threads:
+        return "TensorFlow's default threads"
+    return "one thread" if threads == "1" else f"{threads} threads"
+
+
 def verdicts(summary: dict, student: str, setting: str) -> List[str]:
     """The issue's target, per distilled row, on test accuracy."""
     get = lambda row: summary.get(f"{student}/{setting}/{row}")  # noqa: E731
@@ -516,8 +524,8 @@ def verdicts(summary: dict, student: str, setting: str) -> List[str]:
             f"- Why function matching did not pay: at {fm['spec']['epochs']} epochs it is not "
             "above the strongest student alone. Beyer et al. (2022) report its gains with "
             "very long schedules (the issue's held-out task: 180 epochs), growing long after "
-            "the student alone stops improving; this budget (one core of a shared 2-core "
-            "machine) did not allow one that long.")
+            f"the student alone stops improving; this budget ({_threads()} on a 2-core "
+            "CPU machine) did not allow one that long.")
     tuned = get("tune")
     if tuned and tuned["spec"].get("method") in ("alone", "mixup"):
         lines.append(
@@ -556,7 +564,7 @@ def write_report(path: Path, summary: dict, choices: dict, picks: dict, plan: Pl
         "Produced by " + " then ".join(f"`{c}`" for c in commands)
         + f" (last invocation started {started}, report written "
         f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores shared with other jobs, one thread per process; load "
+        f"{os.cpu_count()} CPU cores shared with other jobs, {_threads()} per process; load "
         f"average {loads[0]:.1f} at the start of this invocation, {os.getloadavg()[0]:.1f} at "
         "the end). Every number below comes from the script's own output (raw per-seed "
         "records in `results_table.json`).",

@@ -374,5 +374,13 @@ def threads_from_env() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
+def threads_label() -> str:
+    """The TensorFlow threads `threads_from_env` gives a process, in words."""
+    threads = os.environ.get("KD_BENCH_THREADS")
+    if not threads:
+        return "TensorFlow's default threads"
+    return "one thread" if threads == "1" else f"{threads} threads"
+
+
 def ensure_list(values) -> List:
     return list(values) if isinstance(values, (list, tuple)) else [values]

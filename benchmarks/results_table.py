@@ -482,14 +482,6 @@ def summarize(table: dict) -> dict:
     return summary
 
 
-def _threads() -> str:
-    """The TensorFlow threads a process of this run used (`KD_BENCH_THREADS`)."""
-    threads = os.environ.get("KD_BENCH_THREADS")
-    if not threads:
-        return "TensorFlow's default threads"
-    return "one thread" if threads == "1" else f"{threads} threads"
-
-
 def verdicts(summary: dict, student: str, setting: str) -> List[str]:
     """The issue's target, per distilled row, on test accuracy."""
     get = lambda row: summary.get(f"{student}/{setting}/{row}")  # noqa: E731
@@ -524,8 +516,8 @@ def verdicts(summary: dict, student: str, setting: str) -> List[str]:
             f"- Why function matching did not pay: at {fm['spec']['epochs']} epochs it is not "
             "above the strongest student alone. Beyer et al. (2022) report its gains with "
             "very long schedules (the issue's held-out task: 180 epochs), growing long after "
-            f"the student alone stops improving; this budget ({_threads()} on a 2-core "
-            "CPU machine) did not allow one that long.")
+            "the student alone stops improving; this budget "
+            f"({kd_bench.threads_label()} on a 2-core CPU machine) did not allow one that long.")
     tuned = get("tune")
     if tuned and tuned["spec"].get("method") in ("alone", "mixup"):
         lines.append(
@@ -564,10 +556,10 @@ def write_report(path: Path, summary: dict, choices: dict, picks: dict, plan: Pl
         "Produced by " + " then ".join(f"`{c}`" for c in commands)
         + f" (last invocation started {started}, report written "
         f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores shared with other jobs, {_threads()} per process; load "
-        f"average {loads[0]:.1f} at the start of this invocation, {os.getloadavg()[0]:.1f} at "
-        "the end). Every number below comes from the script's own output (raw per-seed "
-        "records in `results_table.json`).",
+        f"{os.cpu_count()} CPU cores shared with other jobs, {kd_bench.threads_label()} "
+        f"per process; load average {loads[0]:.1f} at the start of this invocation, "
+        f"{os.getloadavg()[0]:.1f} at the end). Every number below comes from the script's "
+        "own output (raw per-seed records in `results_table.json`).",
         "",
         "## How the settings were chosen",
         "",

@@ -8,6 +8,7 @@ import pytest
 
 import keras
 import keras_kd
+from keras_kd.src.cli import cli
 from keras_kd.src.data import datasets
 from keras_kd.src.models import models
 
@@ -61,17 +62,19 @@ def test_demo_command_prints_the_table(tmp_path):
     assert student.count_params() < teacher.count_params() / 4
 
 
-def test_demo_refuses_bad_counts_before_training(tmp_path):
+def test_demo_refuses_bad_counts_before_training(tmp_path, capsys):
+    # In-process: the same entry point `python -m keras_kd` calls, without
+    # importing TensorFlow again per case (the subprocess path is tested below).
     for flags, message in ((["--train-examples", "-5"], "--train-examples"),
                            (["--labels", "0"], "--labels"),
                            (["--labels", "5000", "--train-examples", "1000"], "labels=5000")):
-        result = subprocess.run(
-            [sys.executable, "-m", "keras_kd", "demo", *flags, "--output-dir", str(tmp_path),
-             "--verbose", "0"],
-            capture_output=True, text=True, timeout=600,
-        )
-        assert result.returncode == 2, (flags, result.stderr[-2000:])
-        assert message in result.stderr, (flags, result.stderr[-2000:])
+        try:
+            returncode = cli.main(["demo", *flags, "--output-dir", str(tmp_path), "--verbose", "0"])
+        except SystemExit as exit_:  # argparse's own refusals
+            returncode = exit_.code
+        stderr = capsys.readouterr().err
+        assert returncode == 2, (flags, stderr[-2000:])
+        assert message in stderr, (flags, stderr[-2000:])
         assert not (tmp_path / "teacher.keras").exists()
 
 

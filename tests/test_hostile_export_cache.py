@@ -452,7 +452,8 @@ def test_fingerprint_covers_every_example(tmp_path):
 
 
 def test_fingerprint_of_dict_and_string_inputs_matches_its_stream(tmp_path):
-    from keras_kd.src.data.cache import _InputFingerprint, _input_fingerprint, _example_dataset
+    from keras_kd.src.data.cache import _example_dataset, _input_fingerprint
+    from keras_kd.src.data.cache_format import InputFingerprint
 
     def of_arrays(x):
         examples, _, _, arrays = _example_dataset(x, "x")
@@ -463,7 +464,7 @@ def test_fingerprint_of_dict_and_string_inputs_matches_its_stream(tmp_path):
     stream = tf.data.Dataset.from_tensor_slices(x).filter(lambda e: True)
     from_stream = _input_fingerprint(_example_dataset(stream, "x")[0]).hexdigest()
     assert from_arrays == from_stream
-    chunked = _InputFingerprint()
+    chunked = InputFingerprint()
     for start in (0, 1, 8, 19):
         stop = {0: 1, 1: 8, 8: 19, 19: 20}[start]
         chunked.update({k: v[start:stop] for k, v in x.items()})

@@ -279,7 +279,7 @@ def test_storage_bytes_layout():
 def test_tail_logit_with_ties_outliers_and_minus_inf_matches_numpy():
     """The shared top-k summary (keras_kd.src.data.cache) at the edges: tied logits at
     the k-th value, one huge logit, rows that are -inf beyond a few entries."""
-    from keras_kd.src.data.cache import _summarize_outputs
+    from keras_kd.src.data.cache_format import summarize_outputs
 
     z = np.random.default_rng(1).standard_normal((6, VOCAB)).astype("float32")
     z[0, :40] = 5.0  # 40 ties around every k below 40
@@ -287,7 +287,7 @@ def test_tail_logit_with_ties_outliers_and_minus_inf_matches_numpy():
     z[2] = 0.0
     z[3, 100] = 300.0
     for k in (1, 5, 32):
-        tail = _summarize_outputs(tf.constant(z), k, VOCAB)["tail"].numpy()
+        tail = summarize_outputs(tf.constant(z), k, VOCAB)["tail"].numpy()
         expected = []
         for row in z.astype(np.float64):
             rest = np.delete(row, np.argsort(-row, kind="stable")[:k])

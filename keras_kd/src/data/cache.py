@@ -46,38 +46,49 @@ teacher runs once instead of every epoch.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import BinaryIO, Callable, NamedTuple, Optional, Sequence, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_kd.src.data.cache_format import (
+    PREFIX,
+    STORAGE_DTYPES,
+    InputFingerprint,
+    check_cache_path,
+    check_finite_dataset,
+    file_digest,
+    finish_progbar,
+    header_room,
+    index_ranges,
+    partial_cache_file,
+    read_prefix,
+    record_layout,
+    records_from_fields,
+    summarize_outputs,
+    teacher_fingerprint,
+    write_checksummed,
+    write_header,
+)
 from keras_kd.src.terms import divergences
 from keras_kd.src.utils import arguments, keys
 from keras_kd.src.utils.io_utils import check_verbose as _check_verbose
-from keras_kd.src.utils.io_utils import check_writable_directory
-from keras_kd.src.utils.io_utils import unique_sibling as _unique_sibling
 from keras_kd.src.utils.keys import INPUTS_KEY, TEACHER_LOGITS_KEY
 
 MAGIC = b"KDCACHE1"
 #: 2: the dataset fingerprint covers every example (version 1 hashed only
 #: the first 256, so it missed reordered or replaced later examples).
 FORMAT_VERSION = 2
-STORAGE_DTYPES = ("float32", "float16")
 TEACHER_OUTPUTS = keys.OUTPUT_KINDS
 #: Batch size at which `load_teacher_cache` streams a `tf.data.Dataset` `x`
 #: through the fingerprint.
 _FINGERPRINT_BATCH = 1024
-_PREFIX = len(MAGIC) + 8
-_ALIGN = 4096
-_CHUNK = 1 << 24
 
 PathLike = Union[str, os.PathLike]
 
@@ -131,81 +142,10 @@ def _example_dataset(data, argument: str, labels=None):
     return tf.data.Dataset.from_tensor_slices(arrays), count, labels is not None, arrays
 
 
-class _InputFingerprint:
-    """A streaming hash of every example of a dataset, in order.
-
-    Fed batches (nested structures of arrays with a leading example axis) in
-    any sizes, it gives the same digest for the same examples in the same
-    order: each input component has one hash of its bytes, example after
-    example, and one of its per-example shapes (run-length coded, so that
-    fixed-shape data costs nothing extra), plus its dtype. `hashlib.blake2b`
-    hashes about 0.8 GB per CPU second: 0.23 s for Fashion-MNIST's 60,000
-    training images, under 1% of one `cnn_teacher()` pass over them
-    (benchmarks/results/cache_fingerprint.md).
-    """
-
-    def __init__(self):
-        self.count = 0
-        self._dtypes = None
-        self._data = None  # one bytes digest per input component
-        self._shapes = None  # one digest of (shape, run length) pairs each
-        self._runs = None  # [shape, length] of the current run of shapes
-
-    def update(self, batch) -> None:
-        flat = [np.asarray(array) for array in tf.nest.flatten(batch)]
-        if self._data is None:
-            self._dtypes = [_dtype_label(array) for array in flat]
-            self._data = [hashlib.blake2b(digest_size=16) for _ in flat]
-            self._shapes = [hashlib.blake2b(digest_size=16) for _ in flat]
-            self._runs = [[None, 0] for _ in flat]
-        for index, array in enumerate(flat):
-            shape, run = tuple(array.shape[1:]), self._runs[index]
-            if shape != run[0]:
-                self._flush(index)
-                self._runs[index] = run = [shape, 0]
-            run[1] += len(array)
-            data = self._data[index]
-            if array.dtype.kind in "OSU":
-                # Strings: hash the text (length-prefixed), not the memory
-                # layout, so numpy `str` arrays and tf.data's `bytes` agree.
-                for value in array.reshape(-1):
-                    value = value.encode() if isinstance(value, str) else bytes(value)
-                    data.update(len(value).to_bytes(8, "little"))
-                    data.update(value)
-                continue
-            # Chunks of about 16 MB: a non-contiguous array is copied a chunk
-            # at a time, never whole.
-            rows = max(1, _CHUNK // max(1, array[:1].nbytes))
-            for start in range(0, len(array), rows):
-                data.update(np.ascontiguousarray(array[start : start + rows]).data)
-        self.count += len(flat[0])
-
-    def _flush(self, index: int) -> None:
-        shape, length = self._runs[index]
-        if shape is not None:
-            self._shapes[index].update(f"{shape}x{length};".encode())
-
-    def hexdigest(self) -> str:
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(f"v{FORMAT_VERSION}:{self.count}".encode())
-        for index in range(len(self._data or [])):
-            shapes = self._shapes[index].copy()
-            shape, length = self._runs[index]
-            shapes.update(f"{shape}x{length};".encode())
-            digest.update(self._dtypes[index].encode())
-            digest.update(shapes.digest())
-            digest.update(self._data[index].digest())
-        return digest.hexdigest()
-
-
-def _dtype_label(array: np.ndarray) -> str:
-    return "string" if array.dtype.kind in "OSU" else array.dtype.str
-
-
-def _input_fingerprint(examples, arrays=None) -> _InputFingerprint:
+def _input_fingerprint(examples, arrays=None) -> InputFingerprint:
     """The fingerprint of every input: from the arrays directly when there
     are arrays, else streamed from the dataset of `(x, y)` examples."""
-    fingerprint = _InputFingerprint()
+    fingerprint = InputFingerprint()
     if arrays is not None:
         fingerprint.update(tf.nest.map_structure(np.asarray, arrays[0]))
         return fingerprint
@@ -218,26 +158,6 @@ def _input_fingerprint(examples, arrays=None) -> _InputFingerprint:
         for example in inputs.as_numpy_iterator():
             fingerprint.update(tf.nest.map_structure(lambda a: np.asarray(a)[None], example))
     return fingerprint
-
-
-def _check_finite_dataset(data, argument: str) -> None:
-    if isinstance(data, tf.data.Dataset) and int(data.cardinality()) == tf.data.INFINITE_CARDINALITY:
-        raise ValueError(
-            f"`{argument}` is an infinite `tf.data.Dataset` (it repeats), but a "
-            "teacher cache covers a finite dataset, one record per example. "
-            f"Pass it without `.repeat()`. Received: {argument}={data!r}."
-        )
-
-
-def _teacher_fingerprint(teachers: list) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for model in teachers:
-        digest.update(f"{type(model).__name__}:{model.name}".encode())
-        for weight in model.weights:
-            array = np.ascontiguousarray(ops.convert_to_numpy(weight))
-            digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 def _augment_name(augment) -> Optional[str]:
@@ -261,10 +181,6 @@ _check_int = arguments.integer
 # ---------------------------------------------------------------- layout
 
 
-def _index_dtype(num_classes: int) -> str:
-    return "<u2" if num_classes <= np.iinfo(np.uint16).max + 1 else "<i4"
-
-
 def record_dtype(
     num_classes: int,
     top_k: Optional[int] = None,
@@ -273,21 +189,7 @@ def record_dtype(
     num_teachers: int = 1,
 ) -> np.dtype:
     """The numpy structured dtype of one example's record in a cache file."""
-    return _record_layout(num_classes, top_k, dtype, (views, num_teachers))
-
-
-def _record_layout(num_classes: int, top_k: Optional[int], dtype: str, shape: tuple) -> np.dtype:
-    """Full logits, or top-k values + indices + one tail logit, for each
-    position of `shape` (`(views, teachers)` here, `()` for one LM token)."""
-    value = np.dtype(dtype).newbyteorder("<")
-    shape = tuple(shape)
-    if top_k is None:
-        return np.dtype([("logits", value, shape + (num_classes,))])
-    return np.dtype([
-        ("values", value, shape + (top_k,)),
-        ("indices", _index_dtype(num_classes), shape + (top_k,)),
-        ("tail", value, shape),
-    ])
+    return record_layout(num_classes, top_k, dtype, (views, num_teachers))
 
 
 def cache_storage_bytes(
@@ -337,33 +239,6 @@ def rebuild_top_k_logits(values, indices, tail_logits, num_classes: int):
     [[0.5, 0.5, 3.0, 0.5]]
     """
     return divergences.rebuild_top_k(values, indices, tail_logits, num_classes)
-
-
-def _summarize_outputs(outputs, top_k: Optional[int], num_classes: int):
-    """`(..., C)` float32 logits -> the record fields (full logits, or the
-    top-k values, their indices and the tail logit of each row).
-
-    The tail is the log-sum-exp of the logits below the k-th largest value
-    `v_k`, plus `e * exp(v_k)` for the `e` logits equal to `v_k` that top-k
-    left out (ties), shifted by the largest left-out logit so that nothing
-    overflows. Elementwise passes only: no `(..., k, C)` one-hot and no
-    scattered copy of the logits, which matters at LM vocabularies of 256k.
-    """
-    if top_k is None:
-        return {"logits": outputs}
-    values, indices = tf.math.top_k(outputs, k=top_k)
-    kth = values[..., -1:]
-    below = outputs < kth
-    ties = tf.reduce_sum(tf.cast(outputs >= kth, tf.float32), axis=-1) - top_k
-    neg_inf = tf.constant(-np.inf, tf.float32)
-    shift = tf.where(ties > 0, kth[..., 0], tf.reduce_max(tf.where(below, outputs, neg_inf), axis=-1))
-    # A row whose left-out logits are all -inf: shift by 0 (its tail is -inf).
-    shift = tf.where(tf.math.is_finite(shift), shift, tf.zeros_like(shift))
-    rest = tf.reduce_sum(tf.where(below, tf.exp(outputs - shift[..., None]), 0.0), axis=-1)
-    # With ties the shift is v_k, so each tie adds exp(0); ties at -inf add 0.
-    rest += tf.where(tf.math.is_finite(kth[..., 0]), ties, tf.zeros_like(ties))
-    tail = tf.math.log(rest) + shift - math.log(num_classes - top_k)
-    return {"values": values, "indices": indices, "tail": tail}
 
 
 # ---------------------------------------------------------------- writing
@@ -445,8 +320,8 @@ def cache_teacher_outputs(
         dtype, teacher_outputs, views, batch_size, seed, augment
     )
     verbose = _check_verbose(verbose)
-    path = _check_cache_path(path)
-    _check_finite_dataset(dataset, "dataset")
+    path = check_cache_path(path, magic=MAGIC)
+    check_finite_dataset(dataset, "dataset")
     examples, count_hint = _example_dataset(dataset, "dataset")[:2]
     batches = _teacher_input_batches(examples, augment, views, seed, batch_size)
 
@@ -465,7 +340,7 @@ def cache_teacher_outputs(
 
     steps = None if count_hint is None else -(-count_hint // batch_size)
     progbar = keras.utils.Progbar(steps, verbose=verbose, unit_name="step")
-    with _partial_cache_file(path, MAGIC, header["data_offset"]) as file:
+    with partial_cache_file(path, MAGIC, header["data_offset"]) as file:
         written = _write_teacher_records(
             file, batches, summarize, layout, header["teacher_names"], dtype,
             augment is not None, progbar,
@@ -476,8 +351,8 @@ def cache_teacher_outputs(
             data_checksum=written.checksum,
             input_fingerprint=written.input_fingerprint,
         )
-        _write_header(file, header, header["data_offset"], MAGIC)
-    _finish_progbar(progbar, written.steps)
+        write_header(file, header, header["data_offset"], MAGIC)
+    finish_progbar(progbar, written.steps)
     return header
 
 
@@ -611,7 +486,7 @@ def _teacher_batch_summarizer(
                 out = tf.math.log(tf.maximum(out, 1e-30))
             outputs.append(out)
         stacked = tf.stack(outputs, axis=1)  # (batch * views, teachers, C)
-        fields = _summarize_outputs(stacked, top_k, num_classes)
+        fields = summarize_outputs(stacked, top_k, num_classes)
         fields = {
             name: tf.reshape(value, tf.concat([[-1, views], tf.shape(value)[1:]], 0))
             for name, value in fields.items()
@@ -623,7 +498,7 @@ def _teacher_batch_summarizer(
     return summarize
 
 
-#: The header entries only known after the teacher pass: `_header_room`
+#: The header entries only known after the teacher pass: `header_room`
 #: reserves room for their largest values.
 _GROWING = ("example_count", "data_bytes", "data_offset")
 
@@ -645,7 +520,7 @@ def _planned_header(
     header = {
         "format_version": FORMAT_VERSION,
         "teacher_names": [model.name for model in teachers],
-        "teacher_fingerprint": _teacher_fingerprint(teachers),
+        "teacher_fingerprint": teacher_fingerprint(teachers),
         "teacher_outputs": teacher_outputs,
         "num_teachers": len(teachers),
         "num_classes": int(num_classes),
@@ -661,7 +536,7 @@ def _planned_header(
         "data_offset": 0,
         "data_checksum": "0" * 32,
     }
-    header["data_offset"] = _header_room(header, _GROWING)
+    header["data_offset"] = header_room(header, _GROWING)
     return header
 
 
@@ -688,7 +563,7 @@ def _write_teacher_records(
     records to `file`, checking each batch before it is written, so memory
     holds one batch of outputs and a bad output stops the pass at once."""
     digest = hashlib.blake2b(digest_size=16)
-    fingerprint = _InputFingerprint()
+    fingerprint = InputFingerprint()
     count = step = 0
     for element in batches:
         fingerprint.update(tf.nest.map_structure(
@@ -696,126 +571,13 @@ def _write_teacher_records(
         ))
         fields, finite = summarize(element)
         _check_teacher_outputs(finite.numpy(), count, names)
-        records = _records_from_fields(fields, layout)
+        records = records_from_fields(fields, layout)
         _check_stored_outputs(records, layout, count, names, dtype)
-        _write_checksummed(file, digest, records)
+        write_checksummed(file, digest, records)
         count += len(records)
         step += 1
         progbar.update(step, finalize=False)
     return _WrittenRecords(count, step, digest.hexdigest(), fingerprint.hexdigest())
-
-
-def _records_from_fields(fields: dict, layout: np.dtype) -> np.ndarray:
-    """One batch's structured records from its `{field: tensor}`, cast to
-    the storage dtype."""
-    records = np.empty(len(fields[layout.names[0]]), dtype=layout)
-    # Silenced because the caller checks the stored values next and raises
-    # with the teacher and the examples, which the numpy warning cannot name.
-    with np.errstate(over="ignore"):
-        for name in layout.names:
-            records[name] = fields[name].numpy()
-    return records
-
-
-def _write_checksummed(file: BinaryIO, digest, array: np.ndarray) -> None:
-    """Appends `array`'s bytes to `file` and to the running `digest`."""
-    chunk = array.tobytes()
-    digest.update(chunk)
-    file.write(chunk)
-
-
-@contextlib.contextmanager
-def _partial_cache_file(path: Path, magic: bytes, data_offset: int) -> Iterator[BinaryIO]:
-    """A new file, opened for writing after `data_offset` bytes of room for
-    the header, that replaces `path` when the block completes.
-
-    The file has a name of this writer's own (pid and random suffix), so two
-    processes caching to one path each write a whole file and the last
-    rename wins; it is on disk before the rename, so a crash cannot leave an
-    empty file under the final name; and on any error it is removed, so an
-    interrupted run never leaves a file that looks finished.
-    """
-    partial = _unique_sibling(path, "partial")
-    try:
-        # os.open, not mkstemp: the file gets the umask's permissions.
-        handle = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        with os.fdopen(handle, "wb") as file:
-            file.write(b"\0" * data_offset)
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        # Again: the pass took a while, and what is at `path` may have
-        # changed (a directory, someone's file) since the first check.
-        _check_cache_path(path, magic)
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
-
-
-def _write_header(file: BinaryIO, header: dict, data_offset: int, magic: bytes) -> None:
-    """Writes the final header into the room reserved at the file's start."""
-    file.seek(0)
-    file.write(_encode_header(header, data_offset, magic))
-
-
-def _finish_progbar(progbar: keras.utils.Progbar, steps: int) -> None:
-    # The step count is only known now for datasets of unknown size.
-    progbar.target = steps
-    progbar.update(steps, finalize=True)
-
-
-def _check_cache_path(path: PathLike, magic: bytes = MAGIC) -> Path:
-    """Fails before the teacher pass when `path` cannot hold a cache (an
-    existing file is only replaced when it starts with `magic`)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            "`path` must be a file path (str or os.PathLike). Received: "
-            f"path={path!r} of type {type(path).__name__}."
-        )
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(
-            "`path` is a directory, but a teacher cache is one file. Expected a "
-            f"file path such as '{path / 'teacher.kdcache'}'. Received: path='{path}'."
-        )
-    parent = path.parent
-    if not parent.is_dir():
-        what = "is not a directory" if parent.exists() else "does not exist"
-        raise ValueError(
-            f"The directory of `path`, '{parent}', {what}. Expected a file path "
-            f"in an existing directory (create it first). Received: path='{path}'."
-        )
-    if path.exists():
-        if not path.is_file():
-            raise ValueError(
-                "`path` exists and is not a regular file. Expected a new path or "
-                f"an earlier teacher cache. Received: path='{path}'."
-            )
-        with open(path, "rb") as file:
-            head = file.read(len(magic))
-        if head and head != magic:
-            # Strict on purpose: replacing it would delete someone's data.
-            raise ValueError(
-                "`path` is an existing file that is not a keras-kd teacher cache "
-                f"(it starts with {head!r}, not {magic!r}), so it is not "
-                "overwritten. Expected a new path or an earlier teacher cache. "
-                f"Received: path='{path}'."
-            )
-    check_writable_directory(path)
-    return path
-
-
-def _index_ranges(indices: np.ndarray) -> str:
-    """`[3, 4, 5, 9]` -> "3..5, 9" (at most a few ranges)."""
-    ranges, start = [], None
-    for position, index in enumerate(indices):
-        if start is None:
-            start = index
-        if position + 1 == len(indices) or indices[position + 1] != index + 1:
-            ranges.append(str(start) if start == index else f"{start}..{index}")
-            start = None
-    return ", ".join(ranges[:5]) + (", ..." if len(ranges) > 5 else "")
 
 
 def _check_teacher_outputs(finite: np.ndarray, offset: int, names: list) -> None:
@@ -827,7 +589,7 @@ def _check_teacher_outputs(finite: np.ndarray, offset: int, names: list) -> None
     bad = offset + np.flatnonzero(~finite[:, teacher])
     raise ValueError(
         f"Teacher {names[teacher]!r} returned non-finite outputs (NaN or inf) for "
-        f"{len(bad)} example(s) of dataset index {_index_ranges(bad)} (the batch of "
+        f"{len(bad)} example(s) of dataset index {index_ranges(bad)} (the batch of "
         f"examples {offset}..{offset + len(finite) - 1}). Nothing was cached: a NaN "
         "or inf teacher output makes the distillation loss and the student's "
         "gradients NaN. Check the teacher and these inputs (e.g. "
@@ -854,49 +616,12 @@ def _check_stored_outputs(records: np.ndarray, layout: np.dtype, offset: int,
     raise ValueError(
         f"Teacher {names[teacher]!r} returned outputs beyond the range of "
         f"dtype={dtype!r} (|x| > {limit:g}) for {len(rows)} example(s) of dataset "
-        f"index {_index_ranges(rows)}; stored, they would become inf or NaN. "
+        f"index {index_ranges(rows)}; stored, they would become inf or NaN. "
         f"Nothing was cached.{hint}"
     )
 
 
-def _header_room(header: dict, growing: Sequence[str]) -> int:
-    """The aligned offset of the data after a header whose `growing` counts
-    are only known at the end: room is reserved for their largest values."""
-    worst = dict(header, **{key: 2**62 for key in growing})
-    offset = _PREFIX + len(json.dumps(worst).encode()) + 64
-    return -(-offset // _ALIGN) * _ALIGN
-
-
-def _encode_header(header: dict, data_offset: int, magic: bytes = MAGIC) -> bytes:
-    text = json.dumps(header).encode()
-    room = data_offset - _PREFIX
-    return magic + np.uint64(room).tobytes() + text + b" " * (room - len(text))
-
-
 # ---------------------------------------------------------------- reading
-
-
-def _read_prefix(file, path, magic: bytes, what: str, hint: str = "") -> int:
-    """Checks a cache file's magic bytes and returns its header length."""
-    prefix = file.read(_PREFIX)
-    if len(prefix) < _PREFIX or prefix[: len(magic)] != magic:
-        raise ValueError(
-            f"{str(path)!r} is not a keras-kd {what} (bad magic bytes "
-            f"{prefix[:len(magic)]!r}, expected {magic!r}).{hint}"
-        )
-    return int(np.frombuffer(prefix[len(magic):], "<u8")[0])
-
-
-def _file_digest(path: Path, offset: int, length: int) -> str:
-    """The blake2b digest of `length` bytes of a file from `offset`, read
-    about 16 MB at a time."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as file:
-        file.seek(offset)
-        while length > 0 and (chunk := file.read(min(_CHUNK, length))):
-            digest.update(chunk)
-            length -= len(chunk)
-    return digest.hexdigest()
 
 
 class _OldFormatError(Exception):
@@ -932,7 +657,7 @@ class TeacherCache:
             raise FileNotFoundError(f"No teacher cache at `path`={str(path)!r}.")
         size = self.path.stat().st_size
         with open(self.path, "rb") as file:
-            room = _read_prefix(file, path, MAGIC, "teacher cache")
+            room = read_prefix(file, path, MAGIC, "teacher cache")
             try:
                 header = json.loads(file.read(room).decode())
                 self.header = header
@@ -947,7 +672,7 @@ class TeacherCache:
                     header["format_version"] == FORMAT_VERSION
                     and header["record_bytes"] == self.layout.itemsize
                     and header["data_bytes"] == header["example_count"] * self.layout.itemsize
-                    and header["data_offset"] == _PREFIX + room
+                    and header["data_offset"] == PREFIX + room
                 )
             except _OldFormatError:
                 raise ValueError(
@@ -984,7 +709,7 @@ class TeacherCache:
         )
 
     def _verify_checksum(self) -> None:
-        digest = _file_digest(self.path, self.header["data_offset"], self.header["data_bytes"])
+        digest = file_digest(self.path, self.header["data_offset"], self.header["data_bytes"])
         if digest != self.header["data_checksum"]:
             raise ValueError(
                 f"Teacher cache {str(self.path)!r} is corrupted: the checksum of "
@@ -1133,7 +858,7 @@ def load_teacher_cache(
     _check_same_augment(augment, cache.header, path)
     if teacher is not None:
         _check_same_teachers(_teacher_list(teacher, "teacher"), cache.header, path)
-    _check_finite_dataset(x, "x")
+    check_finite_dataset(x, "x")
     examples, count, has_labels, arrays = _example_dataset(x, "x", y)
     _check_same_inputs(examples, count, arrays, cache, path)
 
@@ -1169,7 +894,7 @@ def _check_same_augment(augment: Optional[Callable], header: dict, path: PathLik
 
 
 def _check_same_teachers(teachers: list, header: dict, path: PathLike) -> None:
-    if _teacher_fingerprint(teachers) != header["teacher_fingerprint"]:
+    if teacher_fingerprint(teachers) != header["teacher_fingerprint"]:
         raise ValueError(
             f"Teacher cache {str(path)!r} was built for teacher(s) "
             f"{header['teacher_names']} with other weights than the given "

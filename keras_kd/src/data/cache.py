@@ -57,25 +57,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_kd.src.data.cache_format import (
-    PREFIX,
-    STORAGE_DTYPES,
-    InputFingerprint,
-    check_cache_path,
-    check_finite_dataset,
-    file_digest,
-    finish_progbar,
-    header_room,
-    index_ranges,
-    partial_cache_file,
-    read_prefix,
-    record_layout,
-    records_from_fields,
-    summarize_outputs,
-    teacher_fingerprint,
-    write_checksummed,
-    write_header,
-)
+from keras_kd.src.data import cache_format
 from keras_kd.src.terms import divergences
 from keras_kd.src.utils import arguments, keys
 from keras_kd.src.utils.io_utils import check_verbose as _check_verbose
@@ -142,10 +124,10 @@ def _example_dataset(data, argument: str, labels=None):
     return tf.data.Dataset.from_tensor_slices(arrays), count, labels is not None, arrays
 
 
-def _input_fingerprint(examples, arrays=None) -> InputFingerprint:
+def _input_fingerprint(examples, arrays=None) -> cache_format.InputFingerprint:
     """The fingerprint of every input: from the arrays directly when there
     are arrays, else streamed from the dataset of `(x, y)` examples."""
-    fingerprint = InputFingerprint()
+    fingerprint = cache_format.InputFingerprint()
     if arrays is not None:
         fingerprint.update(tf.nest.map_structure(np.asarray, arrays[0]))
         return fingerprint
@@ -189,7 +171,7 @@ def record_dtype(
     num_teachers: int = 1,
 ) -> np.dtype:
     """The numpy structured dtype of one example's record in a cache file."""
-    return record_layout(num_classes, top_k, dtype, (views, num_teachers))
+    return cache_format.record_layout(num_classes, top_k, dtype, (views, num_teachers))
 
 
 def cache_storage_bytes(
@@ -320,8 +302,8 @@ def cache_teacher_outputs(
         dtype, teacher_outputs, views, batch_size, seed, augment
     )
     verbose = _check_verbose(verbose)
-    path = check_cache_path(path, magic=MAGIC)
-    check_finite_dataset(dataset, "dataset")
+    path = cache_format.check_cache_path(path, magic=MAGIC)
+    cache_format.check_finite_dataset(dataset, "dataset")
     examples, count_hint = _example_dataset(dataset, "dataset")[:2]
     batches = _teacher_input_batches(examples, augment, views, seed, batch_size)
 
@@ -340,7 +322,7 @@ def cache_teacher_outputs(
 
     steps = None if count_hint is None else -(-count_hint // batch_size)
     progbar = keras.utils.Progbar(steps, verbose=verbose, unit_name="step")
-    with partial_cache_file(path, MAGIC, header["data_offset"]) as file:
+    with cache_format.partial_cache_file(path, MAGIC, header["data_offset"]) as file:
         written = _write_teacher_records(
             file, batches, summarize, layout, header["teacher_names"], dtype,
             augment is not None, progbar,
@@ -351,8 +333,8 @@ def cache_teacher_outputs(
             data_checksum=written.checksum,
             input_fingerprint=written.input_fingerprint,
         )
-        write_header(file, header, header["data_offset"], MAGIC)
-    finish_progbar(progbar, written.steps)
+        cache_format.write_header(file, header, header["data_offset"], MAGIC)
+    cache_format.finish_progbar(progbar, written.steps)
     return header
 
 
@@ -369,9 +351,9 @@ def _check_writer_arguments(
     Everything that needs neither the teachers nor the data is refused here,
     before the (possibly long) teacher pass starts.
     """
-    if dtype not in STORAGE_DTYPES:
+    if dtype not in cache_format.STORAGE_DTYPES:
         raise ValueError(
-            f"`dtype` must be one of {STORAGE_DTYPES}. Received: dtype={dtype!r}."
+            f"`dtype` must be one of {cache_format.STORAGE_DTYPES}. Received: dtype={dtype!r}."
         )
     if teacher_outputs not in TEACHER_OUTPUTS:
         raise ValueError(
@@ -486,7 +468,7 @@ def _teacher_batch_summarizer(
                 out = tf.math.log(tf.maximum(out, 1e-30))
             outputs.append(out)
         stacked = tf.stack(outputs, axis=1)  # (batch * views, teachers, C)
-        fields = summarize_outputs(stacked, top_k, num_classes)
+        fields = cache_format.summarize_outputs(stacked, top_k, num_classes)
         fields = {
             name: tf.reshape(value, tf.concat([[-1, views], tf.shape(value)[1:]], 0))
             for name, value in fields.items()
@@ -520,7 +502,7 @@ def _planned_header(
     header = {
         "format_version": FORMAT_VERSION,
         "teacher_names": [model.name for model in teachers],
-        "teacher_fingerprint": teacher_fingerprint(teachers),
+        "teacher_fingerprint": cache_format.teacher_fingerprint(teachers),
         "teacher_outputs": teacher_outputs,
         "num_teachers": len(teachers),
         "num_classes": int(num_classes),
@@ -536,7 +518,7 @@ def _planned_header(
         "data_offset": 0,
         "data_checksum": "0" * 32,
     }
-    header["data_offset"] = header_room(header, _GROWING)
+    header["data_offset"] = cache_format.header_room(header, _GROWING)
     return header
 
 
@@ -563,7 +545,7 @@ def _write_teacher_records(
     records to `file`, checking each batch before it is written, so memory
     holds one batch of outputs and a bad output stops the pass at once."""
     digest = hashlib.blake2b(digest_size=16)
-    fingerprint = InputFingerprint()
+    fingerprint = cache_format.InputFingerprint()
     count = step = 0
     for element in batches:
         fingerprint.update(tf.nest.map_structure(
@@ -571,9 +553,9 @@ def _write_teacher_records(
         ))
         fields, finite = summarize(element)
         _check_teacher_outputs(finite.numpy(), count, names)
-        records = records_from_fields(fields, layout)
+        records = cache_format.records_from_fields(fields, layout)
         _check_stored_outputs(records, layout, count, names, dtype)
-        write_checksummed(file, digest, records)
+        cache_format.write_checksummed(file, digest, records)
         count += len(records)
         step += 1
         progbar.update(step, finalize=False)
@@ -589,7 +571,7 @@ def _check_teacher_outputs(finite: np.ndarray, offset: int, names: list) -> None
     bad = offset + np.flatnonzero(~finite[:, teacher])
     raise ValueError(
         f"Teacher {names[teacher]!r} returned non-finite outputs (NaN or inf) for "
-        f"{len(bad)} example(s) of dataset index {index_ranges(bad)} (the batch of "
+        f"{len(bad)} example(s) of dataset index {cache_format.index_ranges(bad)} (the batch of "
         f"examples {offset}..{offset + len(finite) - 1}). Nothing was cached: a NaN "
         "or inf teacher output makes the distillation loss and the student's "
         "gradients NaN. Check the teacher and these inputs (e.g. "
@@ -616,7 +598,7 @@ def _check_stored_outputs(records: np.ndarray, layout: np.dtype, offset: int,
     raise ValueError(
         f"Teacher {names[teacher]!r} returned outputs beyond the range of "
         f"dtype={dtype!r} (|x| > {limit:g}) for {len(rows)} example(s) of dataset "
-        f"index {index_ranges(rows)}; stored, they would become inf or NaN. "
+        f"index {cache_format.index_ranges(rows)}; stored, they would become inf or NaN. "
         f"Nothing was cached.{hint}"
     )
 
@@ -657,7 +639,7 @@ class TeacherCache:
             raise FileNotFoundError(f"No teacher cache at `path`={str(path)!r}.")
         size = self.path.stat().st_size
         with open(self.path, "rb") as file:
-            room = read_prefix(file, path, MAGIC, "teacher cache")
+            room = cache_format.read_prefix(file, path, MAGIC, "teacher cache")
             try:
                 header = json.loads(file.read(room).decode())
                 self.header = header
@@ -672,7 +654,7 @@ class TeacherCache:
                     header["format_version"] == FORMAT_VERSION
                     and header["record_bytes"] == self.layout.itemsize
                     and header["data_bytes"] == header["example_count"] * self.layout.itemsize
-                    and header["data_offset"] == PREFIX + room
+                    and header["data_offset"] == cache_format.PREFIX + room
                 )
             except _OldFormatError:
                 raise ValueError(
@@ -709,7 +691,8 @@ class TeacherCache:
         )
 
     def _verify_checksum(self) -> None:
-        digest = file_digest(self.path, self.header["data_offset"], self.header["data_bytes"])
+        digest = cache_format.file_digest(
+            self.path, self.header["data_offset"], self.header["data_bytes"])
         if digest != self.header["data_checksum"]:
             raise ValueError(
                 f"Teacher cache {str(self.path)!r} is corrupted: the checksum of "
@@ -858,7 +841,7 @@ def load_teacher_cache(
     _check_same_augment(augment, cache.header, path)
     if teacher is not None:
         _check_same_teachers(_teacher_list(teacher, "teacher"), cache.header, path)
-    check_finite_dataset(x, "x")
+    cache_format.check_finite_dataset(x, "x")
     examples, count, has_labels, arrays = _example_dataset(x, "x", y)
     _check_same_inputs(examples, count, arrays, cache, path)
 
@@ -894,7 +877,7 @@ def _check_same_augment(augment: Optional[Callable], header: dict, path: PathLik
 
 
 def _check_same_teachers(teachers: list, header: dict, path: PathLike) -> None:
-    if teacher_fingerprint(teachers) != header["teacher_fingerprint"]:
+    if cache_format.teacher_fingerprint(teachers) != header["teacher_fingerprint"]:
         raise ValueError(
             f"Teacher cache {str(path)!r} was built for teacher(s) "
             f"{header['teacher_names']} with other weights than the given "

@@ -58,27 +58,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_kd.src.data.cache_format import (
-    ALIGN,
-    CHUNK,
-    PREFIX,
-    STORAGE_DTYPES,
-    InputFingerprint,
-    check_cache_path,
-    check_finite_dataset,
-    file_digest,
-    finish_progbar,
-    header_room,
-    index_ranges,
-    partial_cache_file,
-    read_prefix,
-    record_layout,
-    records_from_fields,
-    summarize_outputs,
-    teacher_fingerprint,
-    write_checksummed,
-    write_header,
-)
+from keras_kd.src.data import cache_format
 from keras_kd.src.utils.arguments import integer as _check_int
 from keras_kd.src.utils.io_utils import check_verbose as _check_verbose
 from keras_kd.src.utils.io_utils import unique_sibling as _unique_sibling
@@ -104,7 +84,7 @@ PathLike = Union[str, os.PathLike]
 
 
 def _token_layout(vocabulary_size: int, top_k: Optional[int], dtype: str) -> np.dtype:
-    return record_layout(vocabulary_size, top_k, dtype, ())
+    return cache_format.record_layout(vocabulary_size, top_k, dtype, ())
 
 
 def _sequence_layout(sequence_length: int, fields) -> np.dtype:
@@ -146,8 +126,8 @@ def lm_cache_storage_bytes(
 
 
 def _check_dtype(dtype) -> None:
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"`dtype` must be one of {STORAGE_DTYPES}. Received: dtype={dtype!r}.")
+    if dtype not in cache_format.STORAGE_DTYPES:
+        raise ValueError(f"`dtype` must be one of {cache_format.STORAGE_DTYPES}. Received: dtype={dtype!r}.")
 
 
 def _check_top_k(top_k, vocabulary_size: int) -> Optional[int]:
@@ -265,7 +245,7 @@ def _sequence_rows(arrays: dict, layout: np.dtype) -> np.ndarray:
 def _fingerprint(chunks) -> str:
     """The token-data fingerprint of an iterable of sequence-record chunks
     (the same in any chunking, see `keras_kd.src.data.cache_format.InputFingerprint`)."""
-    fingerprint = InputFingerprint()
+    fingerprint = cache_format.InputFingerprint()
     for rows in chunks:
         fingerprint.update({name: rows[name] for name in rows.dtype.names})
     return fingerprint.hexdigest()
@@ -359,9 +339,9 @@ def cache_lm_teacher_outputs(
     _check_dtype(dtype)
     verbose = _check_verbose(verbose)
     structure = _dataset_structure(dataset)
-    check_finite_dataset(dataset, "dataset")
+    cache_format.check_finite_dataset(dataset, "dataset")
     _check_top_k_floor(top_k)
-    path = check_cache_path(path, magic=MAGIC)
+    path = cache_format.check_cache_path(path, magic=MAGIC)
 
     # The record layouts depend on the vocabulary size and sequence length,
     # which only a teacher call on the first batch tells.
@@ -380,7 +360,7 @@ def cache_lm_teacher_outputs(
     # The sequence records wait in a side file, to follow the token records
     # whose total size is only known at the end.
     with (
-        partial_cache_file(path, MAGIC, records_offset) as file,
+        cache_format.partial_cache_file(path, MAGIC, records_offset) as file,
         _scratch_file(path, "sequences") as side_file,
     ):
         written = _write_token_records(file, side_file, dataset, structure, summarize,
@@ -398,8 +378,8 @@ def cache_lm_teacher_outputs(
             sequences_checksum=written.sequences_checksum,
             token_fingerprint=written.token_fingerprint,
         )
-        write_header(file, header, records_offset, MAGIC)
-    finish_progbar(progbar, written.steps)
+        cache_format.write_header(file, header, records_offset, MAGIC)
+    cache_format.finish_progbar(progbar, written.steps)
     return header
 
 
@@ -449,7 +429,7 @@ def _token_summarizer(teacher: keras.Model, element_spec, vocabulary_size: int,
             lambda: tf.boolean_mask(logits, mask),
         )
         finite = tf.reduce_all(tf.math.is_finite(rows), axis=-1)
-        return summarize_outputs(rows, top_k, vocabulary_size), finite
+        return cache_format.summarize_outputs(rows, top_k, vocabulary_size), finite
 
     return summarize
 
@@ -462,7 +442,7 @@ def _planned_lm_header(teacher: keras.Model, vocabulary_size: int, top_k: Option
     header = {
         "format_version": FORMAT_VERSION,
         "teacher_name": teacher.name,
-        "teacher_fingerprint": teacher_fingerprint([teacher]),
+        "teacher_fingerprint": cache_format.teacher_fingerprint([teacher]),
         "vocabulary_size": vocabulary_size,
         "top_k": top_k,
         "dtype": dtype,
@@ -481,7 +461,7 @@ def _planned_lm_header(teacher: keras.Model, vocabulary_size: int, top_k: Option
         "records_checksum": "0" * 32,
         "sequences_checksum": "0" * 32,
     }
-    header["records_offset"] = header_room(header, _GROWING)
+    header["records_offset"] = cache_format.header_room(header, _GROWING)
     return header
 
 
@@ -515,7 +495,7 @@ def _write_token_records(
     sequence_length = sequence_layout[TOKEN_IDS].shape[0]
     records_digest = hashlib.blake2b(digest_size=16)
     sequences_digest = hashlib.blake2b(digest_size=16)
-    fingerprint = InputFingerprint()
+    fingerprint = cache_format.InputFingerprint()
     sequences = tokens = step = 0
     for element in dataset:
         x, arrays = _split(element, structure)
@@ -525,16 +505,16 @@ def _write_token_records(
         fields, finite = summarize(x, tf.constant(mask))
         where = np.argwhere(mask) + [sequences, 0]
         _check_finite_tokens(finite.numpy(), where, teacher_name, "returned non-finite logits (NaN or inf)", "")
-        records = records_from_fields(fields, token_layout)
+        records = cache_format.records_from_fields(fields, token_layout)
         _check_finite_tokens(
             _finite_records(records), where, teacher_name,
             f"returned logits beyond the range of dtype={dtype!r} "
             f"(|x| > {float(np.finfo(dtype).max):g})",
             " Use dtype='float32', which holds them." if dtype == "float16" else "",
         )
-        write_checksummed(file, records_digest, records)
+        cache_format.write_checksummed(file, records_digest, records)
         fingerprint.update({name: rows[name] for name in rows.dtype.names})
-        write_checksummed(side_file, sequences_digest, rows)
+        cache_format.write_checksummed(side_file, sequences_digest, rows)
         sequences += len(rows)
         tokens += len(records)
         step += 1
@@ -560,10 +540,10 @@ def _append_sequences(file: BinaryIO, side_file: BinaryIO, records_end: int) -> 
     records (which end at `records_end`) and returns their offset."""
     # On an `ALIGN` boundary, like the token records: the loader
     # memory-maps each section from its offset.
-    sequences_offset = -(-records_end // ALIGN) * ALIGN
+    sequences_offset = -(-records_end // cache_format.ALIGN) * cache_format.ALIGN
     file.write(b"\0" * (sequences_offset - records_end))
     side_file.seek(0)
-    shutil.copyfileobj(side_file, file, CHUNK)
+    shutil.copyfileobj(side_file, file, cache_format.CHUNK)
     return sequences_offset
 
 
@@ -602,8 +582,8 @@ def _check_finite_tokens(finite: np.ndarray, where: np.ndarray, name: str, what:
     first = bad[bad[:, 0] == sequences[0], 1]
     raise ValueError(
         f"Teacher {name!r} {what} for {len(bad)} token(s) of dataset sequence(s) "
-        f"{index_ranges(sequences)} (sequence {sequences[0]}: position(s) "
-        f"{index_ranges(first)}). Nothing was cached: stored, they would make "
+        f"{cache_format.index_ranges(sequences)} (sequence {sequences[0]}: position(s) "
+        f"{cache_format.index_ranges(first)}). Nothing was cached: stored, they would make "
         f"the distillation loss and the student's gradients NaN.{hint}"
     )
 
@@ -620,7 +600,7 @@ class _LMCacheFile:
         if not self.path.is_file():
             raise FileNotFoundError(f"No LM teacher cache at `path`={str(path)!r}.")
         with open(self.path, "rb") as file:
-            room = read_prefix(file, path, MAGIC, "LM teacher cache",
+            room = cache_format.read_prefix(file, path, MAGIC, "LM teacher cache",
                                 " Classifier caches are read with `load_teacher_cache`.")
             try:
                 header = json.loads(file.read(room).decode())
@@ -632,7 +612,7 @@ class _LMCacheFile:
                     and header["sequence_record_bytes"] == self.sequence.itemsize
                     and header["records_bytes"] == header["token_count"] * self.tokens.itemsize
                     and header["sequences_bytes"] == header["sequence_count"] * self.sequence.itemsize
-                    and header["records_offset"] == PREFIX + room
+                    and header["records_offset"] == cache_format.PREFIX + room
                 )
             except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
                 raise ValueError(
@@ -669,7 +649,7 @@ class _LMCacheFile:
 
     def sequence_chunks(self):
         """The sequence records, about 16 MB at a time."""
-        step = max(1, CHUNK // max(1, self.sequence.itemsize))
+        step = max(1, cache_format.CHUNK // max(1, self.sequence.itemsize))
         for start in range(0, len(self.sequences), step):
             yield self.sequences[start:start + step]
 
@@ -681,7 +661,8 @@ class _LMCacheFile:
 
     def _verify(self) -> None:
         for section in ("records", "sequences"):
-            digest = file_digest(self.path, self.header[f"{section}_offset"], self.header[f"{section}_bytes"])
+            digest = cache_format.file_digest(
+                self.path, self.header[f"{section}_offset"], self.header[f"{section}_bytes"])
             if digest != self.header[f"{section}_checksum"]:
                 raise ValueError(
                     f"LM teacher cache {str(self.path)!r} is corrupted: the checksum "
@@ -821,7 +802,7 @@ def _check_same_dataset(dataset: tf.data.Dataset, cache: _LMCacheFile, path: Pat
 
 
 def _check_same_teacher(teacher, header: dict, path: PathLike) -> None:
-    if teacher_fingerprint([teacher]) != header["teacher_fingerprint"]:
+    if cache_format.teacher_fingerprint([teacher]) != header["teacher_fingerprint"]:
         raise ValueError(
             f"LM teacher cache {str(path)!r} was built for teacher "
             f"{header['teacher_name']!r} with other weights than the given teacher "

@@ -294,6 +294,12 @@ def test_truncated_or_corrupted_files_are_rejected(tmp_path, fashion, teacher):
     with pytest.raises(ValueError, match="header .* is corrupted"):
         keras_kd.TeacherCache(path)
 
+    # Valid JSON whose record size disagrees with its layout.
+    field = pristine.index(b'"record_bytes": ') + len(b'"record_bytes": ')
+    path.write_bytes(pristine[:field] + b"9" + pristine[field + 1:])
+    with pytest.raises(ValueError, match=r"header of teacher cache .* is inconsistent \(format version 2"):
+        keras_kd.TeacherCache(path)
+
     path.write_bytes(b"PK\x03\x04" + pristine[4:])
     with pytest.raises(ValueError, match="not a keras-kd teacher cache"):
         keras_kd.TeacherCache(path)

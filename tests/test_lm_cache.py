@@ -201,6 +201,13 @@ def test_other_and_truncated_files_refused(teacher, reference, tmp_path):
         file.truncate(path.stat().st_size - 1)
     with pytest.raises(ValueError, match="truncated"):
         keras_kd.load_lm_cache(path)
+    # Valid JSON whose token record size disagrees with its layout.
+    keras_kd.cache_lm_teacher_outputs(teacher, data, path, top_k=4, verbose=0)
+    pristine = path.read_bytes()
+    field = pristine.index(b'"token_record_bytes": ') + len(b'"token_record_bytes": ')
+    path.write_bytes(pristine[:field] + b"9" + pristine[field + 1:])
+    with pytest.raises(ValueError, match=r"header of LM teacher cache .* is inconsistent"):
+        keras_kd.load_lm_cache(path)
 
 
 class PoisonedLM(keras.Model):

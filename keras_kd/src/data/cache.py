@@ -47,7 +47,6 @@ teacher runs once instead of every epoch.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import BinaryIO, Callable, NamedTuple, Optional, Sequence, Union
@@ -635,47 +634,20 @@ class TeacherCache:
 
     def __init__(self, path: PathLike, verify: bool = True):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"No teacher cache at `path`={str(path)!r}.")
-        size = self.path.stat().st_size
-        with open(self.path, "rb") as file:
-            room = cache_format.read_prefix(file, path, MAGIC, "teacher cache")
-            try:
-                header = json.loads(file.read(room).decode())
-                self.header = header
-                if isinstance(header, dict) and header.get("format_version") == 1:
-                    raise _OldFormatError(str(path))
-                self.layout = record_dtype(
-                    header["num_classes"], header["top_k"], header["dtype"],
-                    header["views"], header["num_teachers"],
-                )
-                expected = header["data_offset"] + header["data_bytes"]
-                consistent = (
-                    header["format_version"] == FORMAT_VERSION
-                    and header["record_bytes"] == self.layout.itemsize
-                    and header["data_bytes"] == header["example_count"] * self.layout.itemsize
-                    and header["data_offset"] == cache_format.PREFIX + room
-                )
-            except _OldFormatError:
-                raise ValueError(
-                    f"Teacher cache {str(path)!r} was written by an earlier "
-                    "keras-kd (cache format version 1), whose dataset fingerprint "
-                    "covers only the first 256 examples, so it cannot tell whether "
-                    "`x` is the dataset the cache was built from, in the same "
-                    f"order. Expected format version {FORMAT_VERSION}: rebuild it "
-                    "with `cache_teacher_outputs`."
-                ) from None
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
-                raise ValueError(
-                    f"The header of teacher cache {str(path)!r} is corrupted "
-                    f"({type(error).__name__}: {error})."
-                ) from None
-        if not consistent:
+        try:
+            self.header = header = cache_format.read_header(
+                self.path, MAGIC, "teacher cache", FORMAT_VERSION, self._check_header)
+        except _OldFormatError:
             raise ValueError(
-                f"The header of teacher cache {str(path)!r} is inconsistent "
-                f"(format version {header.get('format_version')}, expected "
-                f"{FORMAT_VERSION}); the file is corrupted or from another version."
-            )
+                f"Teacher cache {str(path)!r} was written by an earlier "
+                "keras-kd (cache format version 1), whose dataset fingerprint "
+                "covers only the first 256 examples, so it cannot tell whether "
+                "`x` is the dataset the cache was built from, in the same "
+                f"order. Expected format version {FORMAT_VERSION}: rebuild it "
+                "with `cache_teacher_outputs`."
+            ) from None
+        size = self.path.stat().st_size
+        expected = header["data_offset"] + header["data_bytes"]
         if size != expected:
             raise ValueError(
                 f"Teacher cache {str(path)!r} is {size} bytes, but its header "
@@ -688,6 +660,22 @@ class TeacherCache:
         self._records = np.memmap(
             self.path, dtype=self.layout, mode="r",
             offset=header["data_offset"], shape=(header["example_count"],),
+        )
+
+    def _check_header(self, header: dict, room: int) -> bool:
+        """Whether the header's record layout, counts and offset agree (and
+        sets `self.layout`); raises `_OldFormatError` for format version 1."""
+        if isinstance(header, dict) and header.get("format_version") == 1:
+            raise _OldFormatError(str(self.path))
+        self.layout = record_dtype(
+            header["num_classes"], header["top_k"], header["dtype"],
+            header["views"], header["num_teachers"],
+        )
+        return (
+            header["format_version"] == FORMAT_VERSION
+            and header["record_bytes"] == self.layout.itemsize
+            and header["data_bytes"] == header["example_count"] * self.layout.itemsize
+            and header["data_offset"] == cache_format.PREFIX + room
         )
 
     def _verify_checksum(self) -> None:

@@ -18,7 +18,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Sequence, Union
+from typing import BinaryIO, Callable, Iterator, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -306,6 +306,38 @@ def read_prefix(file, path, magic: bytes, what: str, hint: str = "") -> int:
             f"{prefix[:len(magic)]!r}, expected {magic!r}).{hint}"
         )
     return int(np.frombuffer(prefix[len(magic):], "<u8")[0])
+
+
+def read_header(path: Path, magic: bytes, what: str, version: int,
+                check: Callable[[dict, int], bool], hint: str = "") -> dict:
+    """Reads and checks the header of the cache file at `path`.
+
+    `check(header, room)` says whether the header's counts, record sizes and
+    offsets agree with each other (`room`: the header's length on disk); a
+    `KeyError`, `TypeError` or `ValueError` it raises means a missing or
+    malformed field. Either way the error names `what` ("teacher cache",
+    "LM teacher cache"), the file and the format `version` expected; any
+    other exception of `check` propagates unchanged.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"No {what} at `path`={str(path)!r}.")
+    with open(path, "rb") as file:
+        room = read_prefix(file, path, magic, what, hint)
+        try:
+            header = json.loads(file.read(room).decode())
+            consistent = check(header, room)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"The header of {what} {str(path)!r} is corrupted "
+                f"({type(error).__name__}: {error})."
+            ) from None
+    if not consistent:
+        raise ValueError(
+            f"The header of {what} {str(path)!r} is inconsistent "
+            f"(format version {header.get('format_version')}, expected "
+            f"{version}); the file is corrupted or from another version."
+        )
+    return header
 
 
 def file_digest(path: Path, offset: int, length: int) -> str:

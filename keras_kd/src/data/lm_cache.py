@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -597,35 +596,9 @@ class _LMCacheFile:
 
     def __init__(self, path: PathLike, verify: bool = True):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"No LM teacher cache at `path`={str(path)!r}.")
-        with open(self.path, "rb") as file:
-            room = cache_format.read_prefix(file, path, MAGIC, "LM teacher cache",
-                                " Classifier caches are read with `load_teacher_cache`.")
-            try:
-                header = json.loads(file.read(room).decode())
-                self.tokens = _token_layout(header["vocabulary_size"], header["top_k"], header["dtype"])
-                self.sequence = _sequence_layout(header["sequence_length"], header["sequence_fields"])
-                consistent = (
-                    header["format_version"] == FORMAT_VERSION
-                    and header["token_record_bytes"] == self.tokens.itemsize
-                    and header["sequence_record_bytes"] == self.sequence.itemsize
-                    and header["records_bytes"] == header["token_count"] * self.tokens.itemsize
-                    and header["sequences_bytes"] == header["sequence_count"] * self.sequence.itemsize
-                    and header["records_offset"] == cache_format.PREFIX + room
-                )
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
-                raise ValueError(
-                    f"The header of LM teacher cache {str(path)!r} is corrupted "
-                    f"({type(error).__name__}: {error})."
-                ) from None
-        self.header = header
-        if not consistent:
-            raise ValueError(
-                f"The header of LM teacher cache {str(path)!r} is inconsistent "
-                f"(format version {header.get('format_version')}, expected "
-                f"{FORMAT_VERSION}); the file is corrupted or from another version."
-            )
+        self.header = header = cache_format.read_header(
+            self.path, MAGIC, "LM teacher cache", FORMAT_VERSION, self._check_header,
+            " Classifier caches are read with `load_teacher_cache`.")
         size = self.path.stat().st_size
         expected = header["sequences_offset"] + header["sequences_bytes"]
         if size != expected:
@@ -646,6 +619,20 @@ class _LMCacheFile:
             )
         if verify:
             self._verify()
+
+    def _check_header(self, header: dict, room: int) -> bool:
+        """Whether the header's record layouts, counts and offset agree (and
+        sets `self.tokens` and `self.sequence`, the two record layouts)."""
+        self.tokens = _token_layout(header["vocabulary_size"], header["top_k"], header["dtype"])
+        self.sequence = _sequence_layout(header["sequence_length"], header["sequence_fields"])
+        return (
+            header["format_version"] == FORMAT_VERSION
+            and header["token_record_bytes"] == self.tokens.itemsize
+            and header["sequence_record_bytes"] == self.sequence.itemsize
+            and header["records_bytes"] == header["token_count"] * self.tokens.itemsize
+            and header["sequences_bytes"] == header["sequence_count"] * self.sequence.itemsize
+            and header["records_offset"] == cache_format.PREFIX + room
+        )
 
     def sequence_chunks(self):
         """The sequence records, about 16 MB at a time."""

@@ -47,6 +47,8 @@ PathLike = Union[str, os.PathLike]
 
 
 def dtype_label(array: np.ndarray) -> str:
+    """The dtype an input fingerprint records: numpy's, or "string" for any
+    kind of text (so `str` and `bytes` arrays of the same text agree)."""
     return "string" if array.dtype.kind in "OSU" else array.dtype.str
 
 

@@ -137,3 +137,47 @@ def test_search_space_must_define_every_setting(data, teacher, tmp_path):
     with pytest.raises(ValueError, match=r"missing \['alpha', 'augmentation', 'learning_rate'\]"):
         keras_kd.tune(CountingBuilder(), teacher, x, y, validation_split=0.2,
                       hyperparameters=hp, directory=str(tmp_path))
+
+
+def _token_task():
+    """Integer token ids whose first token decides the class: inputs MixUp
+    cannot mix."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 50, (300, 12)).astype("int32")
+    return x, (x[:, 0] % 3).astype("int32")
+
+
+def _token_model(name):
+    return keras.Sequential([keras.Input((12,), dtype="int32"), keras.layers.Embedding(50, 8),
+                             keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(3)],
+                            name=name)
+
+
+@pytest.mark.slow
+def test_default_space_leaves_mixup_out_for_token_ids(tmp_path, capsys):
+    x, y = _token_task()
+    keras.utils.set_random_seed(0)
+    teacher = _token_model("teacher")
+    teacher.compile(optimizer="adam",
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, epochs=2, verbose=0)
+    result = keras_kd.tune(lambda: _token_model("student"), teacher, x, y, validation_split=0.2,
+                           epochs=1, max_trials=2, directory=str(tmp_path))
+    # No trial failed on a mixer: every trial ran, none of them with MixUp.
+    assert {row["settings"]["augmentation"] for row in result.trials} == {"none"}
+    assert [row["method"] for row in result.trials].count("alone") == 2  # two learning rates
+    assert [row["method"] for row in result.trials].count("distilled") == 2
+    assert result.notes == ["MixUp was left out of the search: `x` has dtype int32, and only "
+                            "floating-point inputs can be mixed."]
+    assert "Note: MixUp was left out" in result.to_markdown()
+    assert "keras_kd.tune: MixUp was left out" in capsys.readouterr().out
+
+
+def test_a_space_asking_mixup_for_token_ids_is_refused_before_training(tmp_path):
+    x, y = _token_task()
+    builder = CountingBuilder()
+    with pytest.raises(ValueError, match=r"lets `augmentation` be 'mixup'.*Received: x of dtype int32"):
+        keras_kd.tune(builder, _token_model("teacher"), x, y, validation_split=0.2, epochs=1,
+                      hyperparameters=small_space(augmentations=("none", "mixup")),
+                      directory=str(tmp_path))
+    assert builder.calls == 0 and not any(tmp_path.iterdir())

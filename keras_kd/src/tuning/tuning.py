@@ -55,6 +55,8 @@ class TuneResult:
             student and of the best baseline, when `test_data` was given.
         trials: One row per trial: `{"trial", "method", "settings",
             "validation_accuracy"}`, best first within each method.
+        notes: What `tune` changed in the search and why (e.g. MixUp left
+            out for inputs that cannot be mixed).
     """
 
     student: keras.Model
@@ -66,6 +68,7 @@ class TuneResult:
     test_accuracy: Optional[float] = None
     baseline_test_accuracy: Optional[float] = None
     trials: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    notes: List[str] = dataclasses.field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -79,7 +82,7 @@ class TuneResult:
 
     def to_markdown(self) -> str:
         """The comparison table, validation (and test) accuracy per trial."""
-        lines = [self.verdict, "",
+        lines = [self.verdict, *(f"Note: {note}" for note in self.notes), "",
                  "| method | trial | settings | validation accuracy |",
                  "|---|---|---|---:|"]
         for row in self.trials:
@@ -130,12 +133,39 @@ def default_hyperparameters():
     >>> sorted(p.name for p in hp.space)
     ['alpha', 'augmentation', 'learning_rate', 'temperature']
     """
+    return _hyperparameters_from(DEFAULT_SPACE)
+
+
+def _hyperparameters_from(space: Dict[str, Sequence]):
     keras_tuner = optional.require("keras_tuner")
 
     hp = keras_tuner.HyperParameters()
-    for name, values in DEFAULT_SPACE.items():
+    for name, values in space.items():
         hp.Choice(name, list(values))
     return hp
+
+
+def _without_mixup(hp, x: np.ndarray, user_space: bool) -> Tuple[Any, List[str]]:
+    """The search space for inputs `x`, and a note when it changed.
+
+    MixUp mixes floating-point inputs only: token ids (integer inputs) mixed
+    would no longer be ids. The default space then searches without it (and
+    says so); a space the user gave that asks for it is refused, before any
+    trial trains.
+    """
+    if np.issubdtype(x.dtype, np.floating) or "mixup" not in _space_values(hp, "augmentation"):
+        return hp, []
+    if user_space:
+        raise ValueError(
+            "`hyperparameters` lets `augmentation` be 'mixup', but MixUp mixes "
+            "floating-point inputs only (token ids cannot be mixed). Expected "
+            "`hp.Fixed('augmentation', 'none')` for these inputs. Received: x of "
+            f"dtype {x.dtype}."
+        )
+    space = dict(DEFAULT_SPACE, augmentation=("none",))
+    return _hyperparameters_from(space), [
+        f"MixUp was left out of the search: `x` has dtype {x.dtype}, and only "
+        "floating-point inputs can be mixed."]
 
 
 def validate_hyperparameters(hp) -> None:
@@ -344,7 +374,10 @@ def tune(
         max_trials: Distillation trials.
         hyperparameters: A `keras_tuner.HyperParameters` defining
             `temperature`, `alpha`, `augmentation` and `learning_rate`
-            (`hp.Fixed` holds one fixed). Defaults to `DEFAULT_SPACE`.
+            (`hp.Fixed` holds one fixed). Defaults to `DEFAULT_SPACE`,
+            without MixUp when `x` is not floating-point (token ids cannot
+            be mixed; `TuneResult.notes` says so). A space of your own that
+            allows MixUp for such inputs is refused before any trial.
         tuner: `"random"`, `"bayesian"` or `"grid"` (the distillation search).
         mixup_alpha: The Beta concentration of the mixup trials.
         directory: Where the trials are kept; a search that finds its
@@ -388,6 +421,7 @@ def tune(
     y_val = y_val.reshape(-1)
     hp = default_hyperparameters() if hyperparameters is None else hyperparameters
     validate_hyperparameters(hp)
+    hp, notes = _without_mixup(hp, x, user_space=hyperparameters is not None)
     probe = build_student()
     num_classes = _output_classes(probe)
     if num_classes is None:
@@ -396,6 +430,9 @@ def tune(
 
     fit_verbose = 1 if verbose == 2 else 0
     tuner_verbose = 0 if verbose == 0 else 1
+    if tuner_verbose:
+        for note in notes:
+            print(f"keras_kd.tune: {note}")
     searches = {}
     for method in ("alone", "distill"):
         hypermodel = _DistillationHyperModel(
@@ -455,6 +492,7 @@ def tune(
         validation_accuracy=distilled_accuracy if distilled else baseline_accuracy,
         baseline_validation_accuracy=baseline_accuracy,
         trials=baseline_rows + distill_rows,
+        notes=notes,
     )
     if test_data is not None:
         x_test, y_test = test_data

@@ -256,7 +256,9 @@ def run_demo(
     distiller.compile(optimizer=_optimizer(steps), metrics=["accuracy"], alpha=alpha,
                       temperature=temperature)
     start = time.perf_counter()
-    distiller.fit(train, epochs=epochs, verbose=verbose)
+    # The loader shuffles every epoch itself (`seed`); Keras's own `shuffle`
+    # does not apply to a dataset, and Keras 3.15 warns when it is left on.
+    distiller.fit(train, epochs=epochs, shuffle=False, verbose=verbose)
     rows.append(_row("distilled student", student, x_test, y_test, teacher_logits,
                      time.perf_counter() - start + cache_seconds,
                      output / "distilled_student.keras"))

@@ -273,7 +273,10 @@ class _DistillationHyperModel:
         model.compile(optimizer=self._optimizer(hp, steps),
                       loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-        model.fit(train, epochs=self.epochs, validation_data=(x_val, one_hot(y_val)), **kwargs)
+        # `train` is shuffled above; Keras's `shuffle` does not apply to a
+        # dataset (Keras 3.15 warns when it is left on).
+        model.fit(train, epochs=self.epochs, validation_data=(x_val, one_hot(y_val)),
+                  shuffle=False, **kwargs)
         return _accuracy(model, x_val, y_val)
 
 

@@ -181,3 +181,43 @@ def test_a_space_asking_mixup_for_token_ids_is_refused_before_training(tmp_path)
                       hyperparameters=small_space(augmentations=("none", "mixup")),
                       directory=str(tmp_path))
     assert builder.calls == 0 and not any(tmp_path.iterdir())
+
+
+def _bad_labels(x, y, x_test, y_test):
+    soft = keras.utils.to_categorical(y, 10)
+    soft[0] = 0.1
+    wrong = y.copy()
+    wrong[-1] = 12
+    return [
+        (dict(y=y[:-5]), r"`x` and `y` must have the same number of examples.*1500 inputs in "
+                         r"`x` and 1495 labels"),
+        (dict(y=wrong), r"Labels in `validation_data` must be class indices in \[0, 10\).*12"),
+        (dict(y=np.where(np.arange(len(y)) == 3, -1, y.astype("int32"))),
+         r"every example needs a label. Received a label -1"),
+        (dict(y=soft), r"a single 1 per row.*Received a row \[0.1, 0.1"),
+        (dict(test_data=(x_test, y_test[:7])), r"inputs and labels of `test_data`.*500 inputs and 7"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_bad_labels_are_refused_before_any_trial(data, teacher, tmp_path, case):
+    (x, y), (x_test, y_test) = data
+    overrides, message = _bad_labels(x, y, x_test, y_test)[case]
+    arguments = dict(dict(y=y, test_data=None), **overrides)
+    with pytest.raises(ValueError, match=message):
+        keras_kd.tune(CountingBuilder(), teacher, x, arguments["y"], validation_split=0.2,
+                      test_data=arguments["test_data"], directory=str(tmp_path))
+    assert not any(tmp_path.iterdir())  # no search was created
+
+
+@pytest.mark.slow
+def test_one_hot_labels_give_the_same_search_as_class_indices(data, teacher, tmp_path):
+    (x, y), _ = data
+    runs = {}
+    for name, labels in (("sparse", y), ("one_hot", keras.utils.to_categorical(y, 10))):
+        result = keras_kd.tune(CountingBuilder(), teacher, x[:600], labels[:600],
+                               validation_split=0.2, epochs=1, max_trials=1,
+                               hyperparameters=small_space(temperatures=(1.0,)),
+                               directory=str(tmp_path / name), verbose=0)
+        runs[name] = [(row["method"], row["validation_accuracy"]) for row in result.trials]
+    assert runs["one_hot"] == runs["sparse"]

@@ -319,6 +319,46 @@ def _split_validation(x, y, validation_data, validation_split):
     return (x[:-count], y[:-count]), (x[-count:], y[-count:])
 
 
+def _class_indices(x: np.ndarray, labels, num_classes: int, argument: str) -> np.ndarray:
+    """`labels` as `(N,)` int class indices, one per example of `x`.
+
+    Accepted: class indices shaped `(N,)` or `(N, 1)` and one-hot rows.
+    Refused: labels of another count than `x`, out of `[0, num_classes)`,
+    unlabeled (`-1`: every trial trains the student alone on these labels),
+    or soft rows (a search on hard labels cannot use them as they are).
+    """
+    from keras_kd.src.distiller import checks
+
+    labels = np.asarray(labels)
+    if len(labels) != len(x):
+        raise ValueError(
+            f"The inputs and labels of `{argument}` must have the same number of "
+            f"examples. Received: {len(x)} inputs and {len(labels)} labels in {argument}."
+        )
+    kind = checks.check_label_array(labels, num_classes, argument)
+    if kind == "one_hot":
+        if not (np.isin(labels, (0, 1)).all() and (labels.sum(axis=-1) == 1).all()):
+            raise ValueError(
+                f"Labels in `{argument}` must be class indices or one-hot rows (a "
+                "single 1 per row); `tune` trains the student alone on hard labels. "
+                f"Received a row {_first_soft_row(labels).tolist()}."
+            )
+        return labels.argmax(axis=-1).astype("int32")
+    indices = labels.reshape(-1).astype("int32")
+    if indices.size and indices.min() < 0:
+        raise ValueError(
+            f"Labels in `{argument}` must be class indices in [0, {num_classes}): "
+            "`tune` trains the student alone on them, so every example needs a "
+            f"label. Received a label {indices.min()}."
+        )
+    return indices
+
+
+def _first_soft_row(rows: np.ndarray) -> np.ndarray:
+    soft = ~np.isin(rows, (0, 1)).all(axis=-1) | (rows.sum(axis=-1) != 1)
+    return rows[soft][0]
+
+
 def _trial_rows(tuner, method: str) -> List[Dict[str, Any]]:
     rows = []
     for trial in tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials)):
@@ -367,7 +407,8 @@ def tune(
             that outputs logits.
         teacher: A trained teacher (or a list of them).
         x: Training inputs (numpy).
-        y: Integer class labels of `x` (numpy).
+        y: Class labels of `x` (numpy): indices shaped `(N,)` or `(N, 1)`,
+            or one-hot rows. Every example needs a label.
         validation_data: `(x_val, y_val)`. Or `validation_split`.
         validation_split: Fraction of `x` held out (the last examples).
         test_data: Optional `(x_test, y_test)`, read once at the end to
@@ -419,9 +460,13 @@ def tune(
         raise ValueError(f"`tuner` must be one of {sorted(tuners)}. Received: tuner={tuner!r}.")
     if verbose not in ("auto", 0, 1, 2):
         raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}.")
-    x, y = np.asarray(x), np.asarray(y).reshape(-1)
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(
+            "`x` and `y` must have the same number of examples. Received: "
+            f"{len(x)} inputs in `x` and {len(y)} labels in `y`."
+        )
     (x_train, y_train), (x_val, y_val) = _split_validation(x, y, validation_data, validation_split)
-    y_val = y_val.reshape(-1)
     hp = default_hyperparameters() if hyperparameters is None else hyperparameters
     validate_hyperparameters(hp)
     hp, notes = _without_mixup(hp, x, user_space=hyperparameters is not None)
@@ -430,6 +475,13 @@ def tune(
     if num_classes is None:
         raise ValueError("`build_student()` must return a model with one logits output.")
     del probe
+    # Checked here, before any trial: KerasTuner would log each failing
+    # trial's traceback and stop after three with a message naming none.
+    y_train = _class_indices(x_train, y_train, num_classes, "y")
+    y_val = _class_indices(x_val, y_val, num_classes, "validation_data")
+    if test_data is not None:
+        test_data = (test_data[0], _class_indices(np.asarray(test_data[0]), test_data[1],
+                                                  num_classes, "test_data"))
 
     fit_verbose = 1 if verbose == 2 else 0
     tuner_verbose = 0 if verbose == 0 else 1

@@ -221,3 +221,38 @@ def test_one_hot_labels_give_the_same_search_as_class_indices(data, teacher, tmp
                                directory=str(tmp_path / name), verbose=0)
         runs[name] = [(row["method"], row["validation_accuracy"]) for row in result.trials]
     assert runs["one_hot"] == runs["sparse"]
+
+
+@pytest.mark.parametrize("teacher_model, message", [
+    (lambda: models.mlp((8,), num_classes=5, name="five_classes"),
+     r"must output the same number of classes.*outputs 5, student .* outputs 10"),
+    (lambda: keras.Sequential([keras.Input((9,)), keras.layers.Dense(10)], name="other_inputs"),
+     r"teacher 'other_inputs' cannot take `x` \(ValueError: .*shaped \(None, 9\).*"
+     r"x of shape \(1200, 28, 28, 1\)"),
+    (lambda: keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                               keras.layers.Dense(10, activation="softmax")], name="softmax"),
+     r"ends in a softmax, but teacher_outputs='logits'"),
+])
+def test_a_teacher_that_cannot_teach_the_student_is_refused_before_any_trial(
+        data, tmp_path, teacher_model, message):
+    (x, y), _ = data
+    with pytest.raises(ValueError, match=message):
+        keras_kd.tune(CountingBuilder(), teacher_model(), x, y, validation_split=0.2,
+                      directory=str(tmp_path))
+    assert not any(tmp_path.iterdir())  # the student-alone search never started
+
+
+@pytest.mark.slow
+def test_a_softmax_teacher_is_searched_when_declared(data, tmp_path):
+    (x, y), _ = data
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(10, activation="softmax")])
+    teacher.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    teacher.fit(x, y, epochs=1, verbose=0)
+    result = keras_kd.tune(CountingBuilder(), teacher, x[:600], y[:600], validation_split=0.2,
+                           epochs=1, max_trials=1, teacher_outputs="probabilities",
+                           hyperparameters=small_space(temperatures=(2.0,)),
+                           directory=str(tmp_path), verbose=0)
+    assert [row["method"] for row in result.trials] == ["alone", "distilled"]
+    assert 0.0 < result.trials[1]["validation_accuracy"] <= 1.0

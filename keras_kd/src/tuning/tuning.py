@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
@@ -195,12 +196,14 @@ class _DistillationHyperModel:
     """Builds and trains one trial: the student alone or distilled."""
 
     def __init__(self, build_student, teacher, method: str, epochs: int, batch_size: int,
-                 num_classes: int, seed: int, mixup_alpha: float, fit_verbose: int = 0):
+                 num_classes: int, seed: int, mixup_alpha: float, fit_verbose: int = 0,
+                 teacher_outputs: str = "logits"):
         keras_tuner = optional.require("keras_tuner")
 
         self._base = keras_tuner.HyperModel
         self.build_student = build_student
         self.teacher = teacher
+        self.teacher_outputs = teacher_outputs
         self.method = method
         self.epochs = epochs
         self.batch_size = batch_size
@@ -241,7 +244,8 @@ class _DistillationHyperModel:
         student = self.build_student()
         if self.method == "alone":
             return student
-        return Distiller(student=student, teacher=self.teacher, augmentation=self._mixer(hp))
+        return Distiller(student=student, teacher=self.teacher, augmentation=self._mixer(hp),
+                         teacher_outputs=self.teacher_outputs)
 
     def fit(self, hp, model, x, y=None, validation_data=None, **kwargs):
         import tensorflow as tf
@@ -354,6 +358,43 @@ def _class_indices(x: np.ndarray, labels, num_classes: int, argument: str) -> np
     return indices
 
 
+def _check_pairing(student: keras.Model, teacher, teacher_outputs: str, x: np.ndarray) -> None:
+    """Fails before any trial when the teacher(s) and the student cannot
+    form a `Distiller` (classes, softmax outputs, ...) or the teacher(s)
+    cannot take `x`: otherwise the student-alone search would train first
+    and every distilled trial fail after it."""
+    from keras_kd.src.distiller.distiller import Distiller
+
+    distiller = Distiller(student=student, teacher=teacher, teacher_outputs=teacher_outputs)
+    for model in distiller.teachers:
+        try:
+            model(x[:2], training=False)
+        except Exception as error:  # any failure of the user's model on `x`
+            raise ValueError(
+                f"The teacher {model.name!r} cannot take `x` ({_cause(error)}). Expected "
+                f"inputs like the teacher's own, shaped {_input_shape(model)}. Received: x "
+                f"of shape {x.shape} and dtype {x.dtype}."
+            ) from error
+
+
+def _cause(error: Exception) -> str:
+    """The informative line of a Keras layer error (Keras wraps it between
+    "Exception encountered when calling ..." and "Arguments received ...")."""
+    for line in str(error).splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+        if line and not line.startswith(("Exception encountered", "Arguments received")):
+            # Some messages go on to print the whole input tensor.
+            return f"{type(error).__name__}: {line[:160]}"
+    return type(error).__name__
+
+
+def _input_shape(model: keras.Model):
+    try:
+        return tuple(model.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return "(unknown)"
+
+
 def _first_soft_row(rows: np.ndarray) -> np.ndarray:
     soft = ~np.isin(rows, (0, 1)).all(axis=-1) | (rows.sum(axis=-1) != 1)
     return rows[soft][0]
@@ -385,6 +426,7 @@ def tune(
     hyperparameters=None,
     tuner: str = "random",
     mixup_alpha: float = 1.0,
+    teacher_outputs: str = "logits",
     directory: str = "kd_tune",
     project_name: str = "keras_kd",
     overwrite: bool = False,
@@ -424,6 +466,8 @@ def tune(
             allows MixUp for such inputs is refused before any trial.
         tuner: `"random"`, `"bayesian"` or `"grid"` (the distillation search).
         mixup_alpha: The Beta concentration of the mixup trials.
+        teacher_outputs: What the teacher outputs, `"logits"` (default) or
+            `"probabilities"` (a final softmax), as for `Distiller`.
         directory: Where the trials are kept; a search that finds its
             directory resumes from it (`overwrite=True` restarts).
         project_name: The search's subdirectory of `directory`.
@@ -474,6 +518,7 @@ def tune(
     num_classes = _output_classes(probe)
     if num_classes is None:
         raise ValueError("`build_student()` must return a model with one logits output.")
+    _check_pairing(probe, teacher, teacher_outputs, x_train)
     del probe
     # Checked here, before any trial: KerasTuner would log each failing
     # trial's traceback and stop after three with a message naming none.
@@ -492,7 +537,7 @@ def tune(
     for method in ("alone", "distill"):
         hypermodel = _DistillationHyperModel(
             build_student, teacher, method, epochs, batch_size, num_classes, seed, mixup_alpha,
-            fit_verbose,
+            fit_verbose, teacher_outputs,
         ).as_keras_tuner()
         if method == "alone":
             space = keras_tuner.HyperParameters()

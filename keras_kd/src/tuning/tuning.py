@@ -324,7 +324,7 @@ def _split_validation(x, y, validation_data, validation_split):
 
 
 def _class_indices(x: np.ndarray, labels, num_classes: int, argument: str) -> np.ndarray:
-    """`labels` as `(N,)` int class indices, one per example of `x`.
+    """`labels` as `(N,)` int64 class indices, one per example of `x`.
 
     Accepted: class indices shaped `(N,)` or `(N, 1)` and one-hot rows.
     Refused: labels of another count than `x`, out of `[0, num_classes)`,
@@ -339,16 +339,15 @@ def _class_indices(x: np.ndarray, labels, num_classes: int, argument: str) -> np
             f"The inputs and labels of `{argument}` must have the same number of "
             f"examples. Received: {len(x)} inputs and {len(labels)} labels in {argument}."
         )
-    kind = checks.check_label_array(labels, num_classes, argument)
-    if kind == "one_hot":
-        if not (np.isin(labels, (0, 1)).all() and (labels.sum(axis=-1) == 1).all()):
+    if checks.check_label_array(labels, num_classes, argument) == "one_hot":
+        soft = ~np.isin(labels, (0, 1)).all(axis=-1) | (labels.sum(axis=-1) != 1)
+        if soft.any():
             raise ValueError(
                 f"Labels in `{argument}` must be class indices or one-hot rows (a "
                 "single 1 per row); `tune` trains the student alone on hard labels. "
-                f"Received a row {_first_soft_row(labels).tolist()}."
+                f"Received a row {labels[soft][0].tolist()}."
             )
-        return labels.argmax(axis=-1).astype("int32")
-    indices = labels.reshape(-1).astype("int32")
+    indices = evaluation._as_class_indices(labels, argument)
     if indices.size and indices.min() < 0:
         raise ValueError(
             f"Labels in `{argument}` must be class indices in [0, {num_classes}): "
@@ -393,11 +392,6 @@ def _input_shape(model: keras.Model):
         return tuple(model.inputs[0].shape)
     except (AttributeError, IndexError, TypeError, ValueError):
         return "(unknown)"
-
-
-def _first_soft_row(rows: np.ndarray) -> np.ndarray:
-    soft = ~np.isin(rows, (0, 1)).all(axis=-1) | (rows.sum(axis=-1) != 1)
-    return rows[soft][0]
 
 
 def _trial_rows(tuner, method: str) -> List[Dict[str, Any]]:
